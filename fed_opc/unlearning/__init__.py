@@ -1,0 +1,39 @@
+"""Unlearning methods: a registry of name -> (frozen ``Config``, function).
+
+Centralized methods (``CENTRALIZED``) each live in one module with a ``Config`` and
+``unlearn(model, data, cfg, *, generator, device) -> UnlearnResult``. Federated methods are Flower strategies in the
+``strategies`` package; only their hyperparameter ``Config`` classes live here (``FEDERATED``), so a scenario is
+validated without importing the server side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its name, hyperparameter class, setting and (centralized) function."""
+
+    name: str
+    config: type
+    setting: str  # "centralized" | "federated"
+    fn: Callable[..., Any] | None = None
+
+
+CENTRALIZED: dict[str, MethodSpec] = {}
+FEDERATED: dict[str, MethodSpec] = {}
+
+
+def all_methods() -> dict[str, MethodSpec]:
+    return CENTRALIZED | FEDERATED
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method ``name``; an unknown name raises ``KeyError`` listing the valid ones."""
+    methods = all_methods()
+    if name not in methods:
+        raise KeyError(f"unknown method {name!r}; valid: {', '.join(sorted(methods)) or '(none registered)'}")
+    return methods[name]
