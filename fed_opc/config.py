@@ -211,12 +211,15 @@ def _check_attacks(att: AttacksConfig) -> None:
                 )
 
 
+PARTITION_KEYS = {"iid": set(), "dirichlet": {"alpha", "min_size"}, "shards": {"classes_per_client"}}
+
+
 def _check_partition_keys(raw: dict[str, Any]) -> None:
     part = ((raw.get("data") or {}).get("partition") or {}) if isinstance(raw.get("data"), dict) else {}
     if not isinstance(part, dict):
         return
     kind = part.get("kind", "iid")
-    own = {"iid": set(), "dirichlet": {"alpha", "min_size"}, "shards": {"classes_per_client"}}.get(kind, set())
+    own = PARTITION_KEYS.get(kind, set())
     for key in ("alpha", "min_size", "classes_per_client"):
         if key in part and key not in own:
             raise ConfigError(f"data.partition.{key}", f"not used by partition kind {kind}")
@@ -329,6 +332,8 @@ def scenario_to_dict(sc: Scenario) -> dict[str, Any]:
     """The resolved scenario as plain data (what ``scenario.yaml`` in a run directory holds)."""
     out = to_dict(sc)
     out.pop("path", None)
+    part = out["data"]["partition"]
+    out["data"]["partition"] = {k: v for k, v in part.items() if k == "kind" or k in PARTITION_KEYS[part["kind"]]}
     out["unlearning"] = {"methods": list(sc.unlearning.methods)} | {
         k: to_dict(v) for k, v in sc.unlearning.params.items()
     }

@@ -71,7 +71,8 @@ def _describe(tp: Any, meta: dict[str, Any]) -> str:
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a, meta) for a in get_args(tp))
+        # "or null" is left out: an optional field's null is its default, and the message is about the value given
+        return " or ".join(_describe(a, meta) for a in get_args(tp) if a is not type(None))
     if origin is tuple:
         return f"a list of {_describe(get_args(tp)[0], meta)}"
     if dataclasses.is_dataclass(tp):

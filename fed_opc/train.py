@@ -136,9 +136,20 @@ def supervised_batches(
 
 
 def cycle_batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """An endless stream of shuffled batches of ``indices``."""
+    """An endless stream of full batches of ``indices``: reshuffled passes, joined end to end.
+
+    A batch may straddle two passes, so every batch has ``min(batch_size, len(indices))`` distinct-or-not samples and
+    no short batch appears at the end of a pass.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    n = len(indices)
+    size = min(batch_size, n)
+    buf = np.zeros(0, dtype=np.int64)
     while True:
-        yield from index_batches(indices, batch_size, 1.0, rng)
+        while len(buf) < size:
+            buf = np.concatenate([buf, indices[rng.permutation(n)]])
+        yield buf[:size]
+        buf = buf[size:]
 
 
 def paired_batches(

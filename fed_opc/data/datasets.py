@@ -172,6 +172,28 @@ def dataset_present(name: str, root: Path) -> bool:
     return True
 
 
+def _verify_cifar10(folder: Path, manifest: Path | None) -> dict[str, str] | None:
+    """Check the folder against the official sums; failing that, against ``manifest`` if one was given.
+
+    Returns the manifest's table when the folder matched the manifest, None when it matched the official sums.
+    """
+    try:
+        verify_files(folder, _cifar10_official_md5(), "the official CIFAR-10 checksum")
+        return None
+    except DataError as official:
+        if manifest is None:
+            raise DataError(
+                f"{official}; a copy whose bytes differ on purpose needs a checksum manifest "
+                "(data.checksums or $FED_OPC_DATA_CHECKSUMS)"
+            ) from None
+    table = read_manifest(manifest)
+    missing = [f for f in CIFAR10_FILES if f not in table]
+    if missing:
+        raise DataError(f"{manifest}: no checksum for {', '.join(missing)}")
+    verify_files(folder, table, f"manifest {manifest.name}")
+    return table
+
+
 def _load_cifar10(root: Path, download: bool, manifest: Path | None) -> DatasetPair:
     from torchvision.datasets import CIFAR10
 
@@ -180,21 +202,7 @@ def _load_cifar10(root: Path, download: bool, manifest: Path | None) -> DatasetP
         if not download:
             raise DataError(f"{folder}: CIFAR-10 not found and data.download is false")
         CIFAR10(str(root), train=True, download=True)  # torchvision fetches and checks the official archive
-    if manifest is not None:
-        expected = read_manifest(manifest)
-        missing = [f for f in CIFAR10_FILES if f not in expected]
-        if missing:
-            raise DataError(f"{manifest}: no checksum for {', '.join(missing)}")
-        verify_files(folder, expected, f"manifest {manifest.name}")
-    else:
-        try:
-            verify_files(folder, _cifar10_official_md5(), "the official CIFAR-10 checksum")
-        except DataError as e:
-            raise DataError(
-                f"{e}; a copy whose bytes differ on purpose needs a manifest (data.checksums or $FED_OPC_DATA_CHECKSUMS)"
-            ) from None
-
-    table = read_manifest(manifest) if manifest is not None else None
+    table = _verify_cifar10(folder, manifest)
 
     class _Checked(CIFAR10):
         # The files were verified above (against the official sums or the manifest); torchvision's own check runs

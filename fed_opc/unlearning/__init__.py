@@ -23,8 +23,40 @@ class MethodSpec:
     fn: Callable[..., Any] | None = None
 
 
-CENTRALIZED: dict[str, MethodSpec] = {}
 FEDERATED: dict[str, MethodSpec] = {}
+
+
+def _centralized() -> dict[str, MethodSpec]:
+    # imported here, after MethodSpec exists, so that a method module may import this package's names
+    from fed_opc.unlearning import (
+        bad_teacher,
+        finetune,
+        ga,
+        l1_sparse,
+        neggrad_plus,
+        opc,
+        retrain,
+        rl,
+        salun,
+        scrub,
+    )
+
+    modules = {
+        "retrain": retrain,
+        "finetune": finetune,
+        "ga": ga,
+        "rl": rl,
+        "neggrad_plus": neggrad_plus,
+        "l1_sparse": l1_sparse,
+        "salun": salun,
+        "scrub": scrub,
+        "bad_teacher": bad_teacher,
+        "opc": opc,
+    }
+    return {name: MethodSpec(name, mod.Config, "centralized", mod.unlearn) for name, mod in modules.items()}
+
+
+CENTRALIZED: dict[str, MethodSpec] = _centralized()
 
 
 def all_methods() -> dict[str, MethodSpec]:

@@ -1,0 +1,26 @@
+"""``hr``: training-free head re-fit on frozen unlearned features.
+
+A multinomial logistic head is fitted on the unlearned model's calibration features (no forget sample), with the
+original model's predicted labels as targets, and classifies forget samples; no network weight is trained. It is a
+linear probe (Alain & Bengio, ICLR workshop 2017) supervised by the original model instead of by labels. A ridge fit to
+the original logits would add nothing: with a linear original head it reproduces ``fm``'s predictions exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fed_opc.attacks.recovery import Config, RecoveryOutput, eval_call, features_of, fit_logistic, placed
+from fed_opc.attacks.view import ServerView
+from fed_opc.train import predict
+
+
+def head_refit(view: ServerView, cfg: Config, device: torch.device | str = "cpu") -> RecoveryOutput:
+    """Logistic head from unlearned calibration features to the original model's predictions."""
+    original, unlearned = placed(view.original, device), placed(view.unlearned, device)
+    cal = view.calibration
+    targets = predict(original, cal.data, cal.idx, device=device).argmax(1).numpy()
+    head = fit_logistic(features_of(unlearned, cal, device), targets, view.num_classes, cfg.logistic_c)
+    return RecoveryOutput(
+        predict=eval_call(unlearned, lambda x: head(unlearned.features(x))), restrict_to=view.forgotten_classes
+    )

@@ -1,0 +1,151 @@
+"""The Flower ``ClientApp``: one simulated device holding one partition of the training set.
+
+Message types handled (Flower's Message API, ``"<category>.<action>"``):
+
+- ``query.whoami``: reports the partition id, so the server can map partition ids to Flower's random node ids;
+- ``train``: local epochs of cross-entropy on the client's current data through the one training loop;
+- ``evaluate``: loss and accuracy of the received model on the client's current data.
+
+What a client may train on is decided by the deletion requests the server has declared served
+(``config["exclude"]``: request ids). The client resolves them from the scenario to index arrays, removes them from its
+data and reads samples only through a ``GuardedDataset`` that refuses every forgotten index. The ids it has seen are
+kept in ``context.state`` (a few strings; nothing large lives there). The shared arrays are loaded once per process.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fed_opc.data.forget import GuardedDataset, union_forget
+from fed_opc.data.scenario_data import ScenarioData, prepare
+from fed_opc.flower import partition_id, state_from_arrays
+from fed_opc.losses import cross_entropy
+from fed_opc.models import FeatureModel, build_model
+from fed_opc.rng import numpy_rng, torch_rng
+from fed_opc.train import OptimConfig, make_optimizer, predict, supervised_batches, train_loop
+
+STATE_KEY = "fed_opc"  # the small per-client record in context.state
+
+
+def client_device(sc) -> torch.device:
+    """The device a client actor trains on: its share of a GPU when the scenario asks for one and one is visible."""
+    if sc.federation.client_resources.num_gpus > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def client_threads(sc) -> int:
+    """Torch threads per client: its CPU share. In-process runs use the same number, so both engines compute alike."""
+    return max(1, int(sc.federation.client_resources.num_cpus))
+
+
+def new_model(sc, sd: ScenarioData) -> FeatureModel:
+    """A model of the scenario's architecture (weights from a fixed generator; callers load the real state)."""
+    train = sd.data.train
+    return build_model(
+        sc.model.arch,
+        train.num_classes,
+        train.image_shape[0],
+        generator=torch_rng(sc.seed, "model_init"),
+        norm=sc.model.norm,
+        width=sc.model.width,
+    )
+
+
+def excluded_requests(msg: Message, context: Context) -> list[str]:
+    """Request ids whose forget data this client must no longer read: from the message, merged into its record."""
+    cfg = msg.content.config_records.get("config", ConfigRecord())
+    told = [str(r) for r in cfg.get("exclude", [])]
+    record = context.state.config_records.get(STATE_KEY, ConfigRecord({"exclude": []}))
+    known = [str(r) for r in record.get("exclude", [])]
+    merged = sorted(set(known) | set(told))
+    context.state[STATE_KEY] = ConfigRecord({"exclude": merged})
+    return merged
+
+
+def client_view(sd: ScenarioData, pid: int, exclude: list[str]) -> tuple[GuardedDataset, np.ndarray]:
+    """The guarded training view and this client's current indices (its partition minus forgotten samples)."""
+    forgotten = union_forget([sd.request(r) for r in exclude])
+    guarded = GuardedDataset(sd.data.train, forbidden=forgotten)
+    current = np.setdiff1d(sd.partitions[pid], forgotten).astype(np.int64)
+    return guarded, current
+
+
+def _config(msg: Message) -> ConfigRecord:
+    return msg.content.config_records.get("config", ConfigRecord())
+
+
+def handle_whoami(sc, msg: Message, context: Context) -> Message:
+    return Message(RecordDict({"whoami": MetricRecord({"partition-id": partition_id(context)})}), reply_to=msg)
+
+
+def handle_train(sc, msg: Message, context: Context) -> Message:
+    """FedAvg local training: ``local_epochs`` of cross-entropy over the client's current data."""
+    torch.set_num_threads(client_threads(sc))
+    cfg = _config(msg)
+    pid = partition_id(context)
+    rnd = int(cfg.get("server-round", 0))
+    stage = str(cfg.get("stage", "train"))
+    sd = prepare(sc)
+    guarded, current = client_view(sd, pid, excluded_requests(msg, context))
+    device = client_device(sc)
+    model = new_model(sc, sd).to(device)
+    model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
+    fed = sc.federation
+    samples, loss = 0, float("nan")
+    if len(current):
+        opt = make_optimizer(
+            model.parameters(),
+            OptimConfig(lr=float(cfg.get("lr", fed.lr)), momentum=fed.momentum, weight_decay=fed.weight_decay),
+        )
+        rng = numpy_rng(sc.seed, f"client_train/{stage}", rnd, pid)
+        batches = supervised_batches(
+            guarded, current, fed.batch_size, float(cfg.get("epochs", fed.local_epochs)), rng, device
+        )
+        stats = train_loop(model, cross_entropy, batches, opt)
+        samples, loss = stats.samples, stats.mean_loss
+    metrics = MetricRecord({"num-examples": int(len(current)), "train_loss": float(loss), "samples": int(samples)})
+    arrays = ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def handle_evaluate(sc, msg: Message, context: Context) -> Message:
+    """Loss and accuracy of the received model on the client's current data."""
+    torch.set_num_threads(client_threads(sc))
+    pid = partition_id(context)
+    sd = prepare(sc)
+    guarded, current = client_view(sd, pid, excluded_requests(msg, context))
+    device = client_device(sc)
+    model = new_model(sc, sd).to(device)
+    model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
+    if len(current):
+        logits = predict(model, guarded, current, device=device)
+        y = torch.from_numpy(sd.data.train.labels[current])
+        loss = float(torch.nn.functional.cross_entropy(logits, y))
+        acc = float((logits.argmax(1) == y).float().mean())
+    else:
+        loss, acc = 0.0, 0.0
+    metrics = MetricRecord({"num-examples": int(len(current)), "eval_loss": loss, "eval_acc": acc})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def make_client_app(sc) -> ClientApp:
+    """The ``ClientApp`` for scenario ``sc`` (closes over it: ``run_simulation`` leaves ``run_config`` empty)."""
+    app = ClientApp()
+
+    @app.query("whoami")
+    def _whoami(msg: Message, context: Context) -> Message:
+        return handle_whoami(sc, msg, context)
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        return handle_train(sc, msg, context)
+
+    @app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(sc, msg, context)
+
+    return app

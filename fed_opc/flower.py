@@ -1,0 +1,281 @@
+"""The one module that touches Flower's engine: running apps, the node map, and message helpers.
+
+A Flower upgrade should only need changes here. Two engines run the same ``ServerApp``/``ClientApp`` code:
+
+- ``ray``: ``flwr.simulation.run_simulation`` on Flower's Ray backend (the default; joins an existing cluster with
+  ``federation.ray_address``, and otherwise forces a fresh local Ray so that a stray cluster is never joined by accident);
+- ``inprocess``: ``InProcessGrid``, a ``Grid`` that calls the ``ClientApp`` directly in this process, deep-copying
+  messages in and out as Ray's pickling does. It has no fixed start-up cost and serves fast tests and quick runs.
+
+The server side always talks to the grid through ``GuardedGrid``, which polls for replies against a deadline and a
+cancel event, so an engine that died (e.g. an empty actor pool) ends the run instead of leaving it waiting.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+log = logging.getLogger("fed_opc")
+T = TypeVar("T")
+
+
+class EngineError(RuntimeError):
+    """The simulation engine failed or stopped answering."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# arrays
+
+
+def arrays_from_state(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    """A state dict as Flower's ``ArrayRecord`` (CPU tensors, key order kept)."""
+    return ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
+
+
+def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    return record.to_torch_state_dict()
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> int:
+    """Bytes of the tensors in a state dict, as serialised in a message (payload only)."""
+    return int(sum(t.numel() * t.element_size() for t in state.values()))
+
+
+def record_bytes(record: ArrayRecord) -> int:
+    return int(sum(a.numpy().nbytes for a in record.values()))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# messages
+
+
+def message(content: RecordDict, dst_node_id: int, message_type: str, group_id: str = "") -> Message:
+    """An instruction message for one node."""
+    return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+
+def reply(msg: Message, **records: ArrayRecord | MetricRecord | ConfigRecord) -> Message:
+    return Message(RecordDict(records), reply_to=msg)
+
+
+def partition_id(context: Context) -> int:
+    return int(context.node_config["partition-id"])
+
+
+class GuardedGrid:
+    """Wraps a ``Grid`` so that waiting for replies is bounded and cancellable.
+
+    ``send_and_receive`` pushes, then polls ``pull_messages`` until every reply is in, the ``timeout`` passes (missing
+    replies are returned as failures to the caller by their absence), or ``cancel`` is set (raises ``EngineError``).
+    Everything else is delegated to the wrapped grid.
+    """
+
+    def __init__(self, grid: Grid, cancel: threading.Event, poll_s: float = 0.02) -> None:
+        self._grid = grid
+        self._cancel = cancel
+        self._poll_s = poll_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def get_node_ids(self) -> list[int]:
+        self._check()
+        return list(self._grid.get_node_ids())
+
+    def _check(self) -> None:
+        if self._cancel.is_set():
+            raise EngineError("the simulation engine stopped")
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        self._check()
+        ids = [i for i in self._grid.push_messages(list(messages)) if i]
+        replies: list[Message] = []
+        pending = set(ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            got = list(self._grid.pull_messages(list(pending)))
+            for m in got:
+                pending.discard(m.metadata.reply_to_message_id)
+            replies.extend(got)
+            if not pending:
+                break
+            self._check()
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning(
+                    "%d of %d replies missing after %.0f s; going on without them", len(pending), len(ids), timeout
+                )
+                break
+            time.sleep(self._poll_s)
+        return replies
+
+
+def wait_for_nodes(grid: Grid | GuardedGrid, n: int, timeout: float) -> list[int]:
+    """Wait until ``n`` nodes have registered (they do so asynchronously) and return their ids."""
+    deadline = time.monotonic() + timeout
+    while len(ids := list(grid.get_node_ids())) < n:
+        if time.monotonic() > deadline:
+            raise EngineError(f"only {len(ids)} of {n} simulated clients registered within {timeout:.0f} s")
+        time.sleep(0.05)
+    return sorted(ids)
+
+
+def discover_nodes(grid: Grid | GuardedGrid, n: int, timeout: float) -> dict[int, int]:
+    """Map partition id -> Flower node id with one ``query.whoami`` round (Flower's node ids are random)."""
+    node_ids = wait_for_nodes(grid, n, timeout)
+    replies = grid.send_and_receive([message(RecordDict(), nid, "query.whoami") for nid in node_ids], timeout=timeout)
+    mapping: dict[int, int] = {}
+    for r in replies:
+        if r.has_error():
+            raise EngineError(f"node {r.metadata.src_node_id} failed to report its partition id: {r.error.reason}")
+        mapping[int(r.content["whoami"]["partition-id"])] = r.metadata.src_node_id
+    if sorted(mapping) != list(range(n)):
+        raise EngineError(f"node map incomplete: {len(mapping)} of {n} partitions answered")
+    return mapping
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# in-process engine
+
+
+class InProcessGrid(Grid):
+    """Runs every message through the ``ClientApp`` in this process; one persistent ``Context`` per virtual node.
+
+    Node ids are random 63-bit integers like Flower's (from a fixed local generator), so code that confuses node ids
+    with partition ids fails here too. Messages are deep-copied in both directions, as pickling across Ray does.
+    """
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
+        from flwr.supercore.run import Run
+        from flwr.supercore.task_identity import TaskIdentity
+
+        rng = random.Random(0)
+        self._app = client_app
+        self._contexts: dict[int, Context] = {}
+        for pid in range(num_nodes):
+            nid = rng.getrandbits(63)
+            self._contexts[nid] = Context(
+                run_id=run_id,
+                node_id=nid,
+                node_config={"partition-id": pid, "num-partitions": num_nodes},
+                state=RecordDict(),
+                run_config={},
+            )
+        self._replies: dict[str, Message] = {}
+        self._run = Run.create_empty(run_id)
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+
+    def set_run(self, run: Any) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Any:
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:  # noqa: D102
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for m in messages:
+            mid = str(uuid.uuid4())
+            m.metadata.__dict__["_message_id"] = mid
+            ctx = self._contexts[m.metadata.dst_node_id]
+            try:
+                rep = self._app(copy.deepcopy(m), ctx)
+            except Exception as e:  # a client failure becomes an error reply, as on Ray
+                log.warning("client %s raised %s", ctx.node_config["partition-id"], repr(e))
+                rep = Message(Error(code=0, reason=repr(e)), reply_to=m)
+            rep.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+            self._replies[mid] = copy.deepcopy(rep)
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# running
+
+
+def _server_context() -> Context:
+    return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+
+
+def run_apps(
+    client_app: ClientApp,
+    main: Callable[[GuardedGrid], T],
+    *,
+    num_clients: int,
+    backend: str,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    ray_address: str | None = None,
+) -> T:
+    """Run ``main(grid)`` as the body of a ``ServerApp`` against ``num_clients`` simulated ``client_app`` nodes.
+
+    Returns what ``main`` returns. An exception in ``main`` propagates; an engine failure raises ``EngineError``.
+    """
+    cancel = threading.Event()
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        out["result"] = main(GuardedGrid(grid, cancel))
+
+    if backend == "inprocess":
+        server(InProcessGrid(client_app, num_clients), _server_context())
+        return out["result"]
+    if backend != "ray":
+        raise ValueError(f"unknown backend {backend!r}; valid: ray, inprocess")
+
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    from flwr.simulation import run_simulation
+
+    init_args: dict[str, Any] = {"address": ray_address or "local", "logging_level": logging.WARNING}
+    if ray_address is None:
+        # a fresh local Ray sized to this machine; never attach to a cluster that happens to be running
+        init_args["num_cpus"] = os.cpu_count() or 1
+    backend_config = {
+        "client_resources": {"num_cpus": num_cpus, "num_gpus": num_gpus},
+        "init_args": init_args,
+    }
+    try:
+        run_simulation(
+            server_app=server, client_app=client_app, num_supernodes=num_clients, backend_config=backend_config
+        )
+    except BaseException as e:
+        cancel.set()  # release the ServerApp thread if it is still waiting on replies
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        cause = e.__cause__ or e
+        if isinstance(e, RuntimeError) and str(e).startswith("An error was encountered"):
+            raise EngineError(f"the Ray simulation engine failed: {cause!r}") from e
+        raise
+    finally:
+        cancel.set()
+    if "result" not in out:
+        raise EngineError("the ServerApp ended without a result")
+    return out["result"]

@@ -1,0 +1,1 @@
+"""The Flower server side of fed-opc: strategies, the ServerApp body, and the run driver."""

@@ -1,0 +1,108 @@
+"""The pretraining cache: FL pretraining results stored under a key of everything they depend on.
+
+The key hashes the training data's bytes, the partition and data settings, the model, the federation's training
+settings, the seed, the number of pretraining rounds, the device type, and the source code of the training path. Any
+change to one of these gives a new key; settings that cannot change the numbers (the engine backend, Ray's address,
+timeouts, output paths, unlearning and attack settings) are left out, so e.g. a Ray run reuses an in-process run's
+model. The cache lives in ``$FED_OPC_CACHE_DIR`` (default ``~/.cache/fed_opc``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import fed_opc
+from fed_opc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fed_opc.data.scenario_data import ScenarioData
+from fed_opc.schema import to_dict
+
+REPO_ROOT = Path(fed_opc.__file__).resolve().parents[1]
+# Source files whose code decides the numbers of FL pretraining.
+TRAINING_PATH = (
+    "fed_opc/train.py",
+    "fed_opc/losses.py",
+    "fed_opc/client_app.py",
+    "fed_opc/rng.py",
+    "fed_opc/flower.py",
+    "fed_opc/models/*.py",
+    "fed_opc/data/*.py",
+    "strategies/fedavg.py",
+    "strategies/training.py",
+)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("FED_OPC_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fed_opc"
+
+
+def code_fingerprint() -> str:
+    h = hashlib.sha256()
+    for pattern in TRAINING_PATH:
+        for f in sorted(REPO_ROOT.glob(pattern)):
+            h.update(str(f.relative_to(REPO_ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(sd: ScenarioData) -> str:
+    """Hash of the training and test arrays actually loaded (so a different copy of a dataset is a different key)."""
+    h = hashlib.sha256()
+    for arr in (sd.data.train.images, sd.data.train.labels, sd.data.test.images, sd.data.test.labels):
+        h.update(str(arr.shape).encode())
+        h.update(np.ascontiguousarray(arr).data)
+    return h.hexdigest()
+
+
+def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu") -> str:
+    fed = sc.federation
+    parts: dict[str, Any] = {
+        "seed": sc.seed,
+        "rounds": rounds,
+        "device": device,
+        "data": to_dict(sc.data) | {"root": None, "download": None, "checksums": None},
+        "data_bytes": data_fingerprint(sd),
+        "model": to_dict(sc.model),
+        "federation": {
+            k: getattr(fed, k)
+            for k in (
+                "clients_per_round",
+                "local_epochs",
+                "batch_size",
+                "lr",
+                "momentum",
+                "weight_decay",
+                "evaluate_every",
+            )
+        }
+        | {"num_cpus": fed.client_resources.num_cpus},
+        "code": code_fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def cache_path(key: str) -> Path:
+    return cache_dir() / "pretrain" / f"{key}.ckpt"
+
+
+def load_pretrained(key: str) -> dict[str, Any] | None:
+    """The cached pretraining result for ``key``, or None. A damaged entry is ignored (and replaced later)."""
+    p = cache_path(key)
+    if not p.is_file():
+        return None
+    try:
+        return load_checkpoint(p)
+    except CheckpointError:
+        return None
+
+
+def save_pretrained(key: str, entry: dict[str, Any]) -> Path:
+    p = cache_path(key)
+    save_checkpoint(p, entry)
+    return p

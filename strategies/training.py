@@ -1,0 +1,130 @@
+"""A stage of federated training (FedAvg rounds) on a grid, with per-round evaluation and checkpoints.
+
+Used for pretraining and, with served requests excluded, by the federated baselines that keep training.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+from fed_opc.client_app import new_model
+from fed_opc.data.scenario_data import ScenarioData
+from fed_opc.flower import arrays_from_state, state_from_arrays
+from fed_opc.train import predict
+from strategies.fedavg import CostMeter, SeededFedAvg
+
+log = logging.getLogger("fed_opc")
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    test_acc: float
+    test_loss: float
+    wall_s: float
+    clients: list[int] = field(default_factory=list)
+    train_loss: float | None = None
+
+    def as_dict(self) -> dict:
+        d = {"round": self.round, "test_acc": self.test_acc, "test_loss": self.test_loss, "wall_s": self.wall_s}
+        if self.train_loss is not None:
+            d["train_loss"] = self.train_loss
+        d["clients"] = list(self.clients)
+        return d
+
+
+@dataclass
+class TrainingResult:
+    state: dict[str, torch.Tensor]
+    rounds: list[RoundRecord]
+    cost: CostMeter
+
+
+def evaluate_global(
+    sc, sd: ScenarioData, state: dict[str, torch.Tensor], device: torch.device | str = "cpu"
+) -> tuple[float, float]:
+    """Test accuracy and loss of a global model state on the scenario's test indices."""
+    model = new_model(sc, sd).to(device)
+    model.load_state_dict(state, strict=True)
+    logits = predict(model, sd.data.test, sd.test_idx, device=device)
+    y = torch.from_numpy(sd.data.test.labels[sd.test_idx])
+    return float((logits.argmax(1) == y).float().mean()), float(torch.nn.functional.cross_entropy(logits, y))
+
+
+def federated_training(
+    grid,
+    sc,
+    sd: ScenarioData,
+    node_of: dict[int, int],
+    *,
+    initial_state: dict[str, torch.Tensor],
+    first_round: int,
+    last_round: int,
+    stage: str,
+    exclude: Sequence[str] = (),
+    eligible: Sequence[int] | None = None,
+    history: Sequence[RoundRecord] = (),
+    on_round_end: Callable[[int, dict[str, torch.Tensor], list[RoundRecord], CostMeter], None] | None = None,
+    lr: float | None = None,
+) -> TrainingResult:
+    """Run FedAvg rounds ``first_round..last_round`` (absolute numbers) from ``initial_state``.
+
+    ``on_round_end(round, state, history, cost)`` is called after every round (the checkpoint hook). ``history`` holds
+    records of earlier rounds when resuming.
+    """
+    fed = sc.federation
+    if eligible is None:
+        eligible = [p for p in range(sd.num_clients)]
+    strategy = SeededFedAvg(
+        seed=sc.seed,
+        node_of=node_of,
+        clients_per_round=fed.clients_per_round,
+        eligible=eligible,
+        round_offset=first_round - 1,
+        stage=stage,
+        exclude=exclude,
+        evaluate_clients=int(round(fed.fraction_evaluate * len(eligible))),
+    )
+    records = list(history)
+    t_round = [time.perf_counter()]
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            t_round[0] = time.perf_counter()
+            return None
+        rnd = strategy.absolute_round(server_round)
+        state = state_from_arrays(arrays)
+        if rnd % fed.evaluate_every == 0 or rnd == last_round:
+            acc, loss = evaluate_global(sc, sd, state)
+        else:
+            acc, loss = float("nan"), float("nan")
+        now = time.perf_counter()
+        rec = RoundRecord(rnd, acc, loss, now - t_round[0], strategy.sampled.get(rnd, []), strategy.train_loss.get(rnd))
+        t_round[0] = now
+        records.append(rec)
+        log.info("[%s] round %d: test_acc %.4f test_loss %.4f (%.1f s)", stage, rnd, acc, loss, rec.wall_s)
+        if on_round_end is not None:
+            on_round_end(rnd, state, records, strategy.cost)
+        return MetricRecord({"test_acc": acc, "test_loss": loss})
+
+    n = last_round - first_round + 1
+    if n <= 0:
+        return TrainingResult(dict(initial_state), records, strategy.cost)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=arrays_from_state(initial_state),
+        num_rounds=n,
+        timeout=fed.round_timeout_s,
+        train_config=ConfigRecord({"lr": fed.lr, "epochs": fed.local_epochs} | ({"lr": lr} if lr else {})),
+        evaluate_fn=evaluate_fn,
+    )
+    final = (
+        state_from_arrays(result.arrays) if result.arrays is not None and len(result.arrays) else dict(initial_state)
+    )
+    return TrainingResult(final, records, strategy.cost)

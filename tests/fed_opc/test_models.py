@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from fed_opc.models import ARCHS, build_model
+from fed_opc.rng import torch_rng
+
+
+@pytest.mark.parametrize("arch,norm", [("small_cnn", "none"), ("small_cnn", "batch"), ("small_cnn", "group"), ("resnet18", None)])
+def test_shapes_features_and_head(arch, norm):
+    m = build_model(arch, 10, 3, generator=torch_rng(0, "init"), norm=norm).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch_rng(0, "x"))
+    f = m.features(x)
+    assert f.shape == (4, m.feature_dim) and m.head.bias is not None
+    assert torch.allclose(m(x), m.head(f), atol=1e-5)
+    assert (f >= 0).all()  # after ReLU and average pooling
+
+
+def test_resnet18_has_cifar_stem():
+    m = build_model("resnet18", 10, 3, generator=torch_rng(0, "init"))
+    assert m.body.conv1.kernel_size == (3, 3) and m.body.conv1.stride == (1, 1)
+    assert isinstance(m.body.maxpool, torch.nn.Identity) and m.feature_dim == 512
+
+
+def test_init_is_seeded_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = build_model("small_cnn", 10, 3, generator=torch_rng(0, "init")).state_dict()
+    torch.manual_seed(123)  # the global RNG must not matter
+    b = build_model("small_cnn", 10, 3, generator=torch_rng(0, "init")).state_dict()
+    c = build_model("small_cnn", 10, 3, generator=torch_rng(1, "init")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["head.weight"], c["head.weight"])
+    torch.random.set_rng_state(state)
+
+
+def test_small_input_and_grayscale():
+    m = build_model("small_cnn", 4, 1, generator=torch_rng(0, "init"), width=4)
+    assert m(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_unknown_arch():
+    with pytest.raises(KeyError, match="valid: " + ", ".join(sorted(ARCHS))):
+        build_model("vgg", 10, 3, generator=torch_rng(0, "init"))
