@@ -71,6 +71,13 @@ def reply(msg: Message, **records: ArrayRecord | MetricRecord | ConfigRecord) ->
     return Message(RecordDict(records), reply_to=msg)
 
 
+def ensure_task_identity(run_id: int = 1) -> None:
+    """Set Flower's process task identity, which ``Message(...)`` needs outside a running ServerApp (tests, tools)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+
+
 def partition_id(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
@@ -159,7 +166,6 @@ class InProcessGrid(Grid):
 
     def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
         from flwr.supercore.run import Run
-        from flwr.supercore.task_identity import TaskIdentity
 
         rng = random.Random(0)
         self._app = client_app
@@ -175,7 +181,7 @@ class InProcessGrid(Grid):
             )
         self._replies: dict[str, Message] = {}
         self._run = Run.create_empty(run_id)
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = run_id, 0, 1
+        ensure_task_identity(run_id)
 
     def set_run(self, run: Any) -> None:
         self._run = run

@@ -70,7 +70,9 @@ def check_out_dir(sc: Scenario, out: Path, resume: bool = False) -> None:
             old = None
         name = old.get("name") if isinstance(old, dict) else None
         if name != sc.name:
-            raise RunDirError(f"--out {out}: holds a run of another scenario ({name!r}); choose another --out or remove it")
+            raise RunDirError(
+                f"--out {out}: holds a run of another scenario ({name!r}); choose another --out or remove it"
+            )
         if resume and _comparable(old) != _comparable(scenario_to_dict(sc)):
             raise RunDirError(f"--out {out}: holds a run of {name!r} with different settings; cannot resume it")
     elif out.is_dir() and any(out.iterdir()):

@@ -25,14 +25,17 @@ log = logging.getLogger("fed_opc")
 @dataclass
 class RoundRecord:
     round: int
-    test_acc: float
-    test_loss: float
     wall_s: float
+    test_acc: float = float("nan")
+    test_loss: float = float("nan")
     clients: list[int] = field(default_factory=list)
     train_loss: float | None = None
 
     def as_dict(self) -> dict:
-        d = {"round": self.round, "test_acc": self.test_acc, "test_loss": self.test_loss, "wall_s": self.wall_s}
+        d: dict = {"round": self.round}
+        if self.test_acc == self.test_acc:  # evaluated this round (nan otherwise: absent, per the results contract)
+            d |= {"test_acc": self.test_acc, "test_loss": self.test_loss}
+        d["wall_s"] = self.wall_s
         if self.train_loss is not None:
             d["train_loss"] = self.train_loss
         d["clients"] = list(self.clients)
@@ -105,7 +108,7 @@ def federated_training(
         else:
             acc, loss = float("nan"), float("nan")
         now = time.perf_counter()
-        rec = RoundRecord(rnd, acc, loss, now - t_round[0], strategy.sampled.get(rnd, []), strategy.train_loss.get(rnd))
+        rec = RoundRecord(rnd, now - t_round[0], acc, loss, strategy.sampled.get(rnd, []), strategy.train_loss.get(rnd))
         t_round[0] = now
         records.append(rec)
         log.info("[%s] round %d: test_acc %.4f test_loss %.4f (%.1f s)", stage, rnd, acc, loss, rec.wall_s)

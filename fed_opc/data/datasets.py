@@ -194,6 +194,15 @@ def _verify_cifar10(folder: Path, manifest: Path | None) -> dict[str, str] | Non
     return table
 
 
+def _download(fetch, what: str, root: Path) -> None:
+    """Run torchvision's download (which checks the official archive's md5) and word any failure in one line."""
+    try:
+        fetch()
+    except Exception as e:  # network errors come as RuntimeError, URLError, OSError, ... from torchvision
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise DataError(f"{root}: {what} is missing and its download failed ({first})") from None
+
+
 def _load_cifar10(root: Path, download: bool, manifest: Path | None) -> DatasetPair:
     from torchvision.datasets import CIFAR10
 
@@ -201,7 +210,7 @@ def _load_cifar10(root: Path, download: bool, manifest: Path | None) -> DatasetP
     if not dataset_present("cifar10", root):
         if not download:
             raise DataError(f"{folder}: CIFAR-10 not found and data.download is false")
-        CIFAR10(str(root), train=True, download=True)  # torchvision fetches and checks the official archive
+        _download(lambda: CIFAR10(str(root), train=True, download=True), "CIFAR-10", root)
     table = _verify_cifar10(folder, manifest)
 
     class _Checked(CIFAR10):
@@ -242,7 +251,7 @@ def _load_mnist(root: Path, download: bool) -> DatasetPair:
             raise DataError(f"{raw}: MNIST not found and data.download is false")
         from torchvision.datasets import MNIST
 
-        MNIST(str(root), train=True, download=True)
+        _download(lambda: MNIST(str(root), train=True, download=True), "MNIST", root)
     classes = tuple(str(i) for i in range(10))
     out = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):

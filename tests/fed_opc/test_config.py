@@ -94,13 +94,21 @@ def test_base_loads_and_roundtrips():
         ("federation.clients_per_round", 11, "federation.clients_per_round: expected int <= data.num_clients (10)"),
         ("requests.1.classes", [], "requests[1].classes: scope class needs a non-empty list of classes"),
         ("requests.0.clients", "all", "requests[0].client: give exactly one of client"),
-        ("data.partition.classes_per_client", 2, "data.partition.classes_per_client: not used by partition kind dirichlet"),
+        (
+            "data.partition.classes_per_client",
+            2,
+            "data.partition.classes_per_client: not used by partition kind dirichlet",
+        ),
         ("requests.2.count", 3, "requests[2].fraction: scope samples needs exactly one of fraction or count"),
         # missing key
         ("name", DELETE, "x.yaml: name: missing required key"),
         ("requests.0.scope", DELETE, "requests[0].scope: missing required key"),
         # unknown method / attack
-        ("unlearning", {"methods": ["no_such_method"]}, "unlearning.methods[0]: unknown method 'no_such_method' (valid: "),
+        (
+            "unlearning",
+            {"methods": ["no_such_method"]},
+            "unlearning.methods[0]: unknown method 'no_such_method' (valid: ",
+        ),
         ("unlearning", {"no_such_method": {}}, "unlearning.no_such_method: unknown key (valid: methods"),
         ("attacks.recovery", ["no_such_attack"], "attacks.recovery[0]: unknown attack 'no_such_attack' (valid: "),
         ("attacks.inversion.targets", ["nowhere"], "attacks.inversion.targets[0]: unknown attack 'nowhere'"),

@@ -5,7 +5,9 @@ from fed_opc.models import ARCHS, build_model
 from fed_opc.rng import torch_rng
 
 
-@pytest.mark.parametrize("arch,norm", [("small_cnn", "none"), ("small_cnn", "batch"), ("small_cnn", "group"), ("resnet18", None)])
+@pytest.mark.parametrize(
+    "arch,norm", [("small_cnn", "none"), ("small_cnn", "batch"), ("small_cnn", "group"), ("resnet18", None)]
+)
 def test_shapes_features_and_head(arch, norm):
     m = build_model(arch, 10, 3, generator=torch_rng(0, "init"), norm=norm).eval()
     x = torch.randn(4, 3, 32, 32, generator=torch_rng(0, "x"))

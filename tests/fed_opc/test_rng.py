@@ -12,7 +12,12 @@ def test_same_inputs_same_stream():
 
 def test_every_argument_changes_the_stream():
     base = derive_seed(0, "a", 1, 2)
-    others = {derive_seed(1, "a", 1, 2), derive_seed(0, "b", 1, 2), derive_seed(0, "a", 2, 2), derive_seed(0, "a", 1, 3)}
+    others = {
+        derive_seed(1, "a", 1, 2),
+        derive_seed(0, "b", 1, 2),
+        derive_seed(0, "a", 2, 2),
+        derive_seed(0, "a", 1, 3),
+    }
     assert base not in others and len(others) == 4
     assert 0 <= base < 2**63
 

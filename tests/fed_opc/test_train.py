@@ -69,9 +69,31 @@ def test_grad_transform_and_stop_rule(synthetic):
 
 def test_paired_batches(synthetic):
     retain, forget = np.arange(0, 100), np.arange(100, 110)
-    bs = list(paired_batches(synthetic.train, retain, synthetic.train, forget, batch_size=20, forget_batch_size=4, epochs=1, rng=numpy_rng(0, "b")))
+    bs = list(
+        paired_batches(
+            synthetic.train,
+            retain,
+            synthetic.train,
+            forget,
+            batch_size=20,
+            forget_batch_size=4,
+            epochs=1,
+            rng=numpy_rng(0, "b"),
+        )
+    )
     assert len(bs) == 5 and all(b["x_forget"].shape[0] == 4 for b in bs)
-    only_forget = list(paired_batches(synthetic.train, [], synthetic.train, forget, batch_size=20, forget_batch_size=4, epochs=1, rng=numpy_rng(0, "b")))
+    only_forget = list(
+        paired_batches(
+            synthetic.train,
+            [],
+            synthetic.train,
+            forget,
+            batch_size=20,
+            forget_batch_size=4,
+            epochs=1,
+            rng=numpy_rng(0, "b"),
+        )
+    )
     assert sum(b["x_forget"].shape[0] for b in only_forget) == 10 and "x" not in only_forget[0]
 
 

@@ -1,0 +1,80 @@
+"""Command-line entry points: ``fed-opc simulate ...`` and ``scripts/simulate.py``.
+
+Bad input (an invalid scenario, a missing or damaged dataset, an unusable ``--out``) prints one line to stderr and
+exits with code 2 before anything is written. An engine failure exits with 1; Ctrl-C leaves a resumable checkpoint
+and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _quiet_environment() -> None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def simulate_parser(prog: str = "simulate.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Run a fed-opc scenario and write its run directory.")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--out", help="run directory (default: output.dir of the scenario, else runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue a killed or interrupted run from its checkpoints")
+    p.add_argument("--no-cache", action="store_true", help="do not read or fill the pretraining cache")
+    p.add_argument("--backend", choices=["ray", "inprocess"], help="override federation.backend")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"error: {msg}" if not msg.startswith(("error", "fed-opc")) else msg, file=sys.stderr)
+    return code
+
+
+def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") -> int:
+    """Parse arguments, run the scenario, return the exit code."""
+    args = simulate_parser(prog).parse_args(argv)
+    _quiet_environment()
+    import dataclasses
+
+    from fed_opc.checkpoint import CheckpointError
+    from fed_opc.config import ConfigError, load_scenario
+    from fed_opc.data import DataError, PartitionError
+    from fed_opc.flower import EngineError
+    from strategies.run import RunDirError, simulate
+
+    try:
+        sc = load_scenario(args.scenario)
+        if args.backend:
+            sc = dataclasses.replace(sc, federation=dataclasses.replace(sc.federation, backend=args.backend))
+    except ConfigError as e:
+        return _fail(str(e), 2)
+    try:
+        result = simulate(sc, args.out, resume=args.resume, use_cache=not args.no_cache, progress=not args.no_progress)
+    except (DataError, PartitionError, RunDirError) as e:
+        return _fail(f"{args.scenario}: {e}", 2)
+    except CheckpointError as e:
+        return _fail(f"{e}", 2)
+    except EngineError as e:
+        return _fail(f"{args.scenario}: {e}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted; continue with --resume", 130)
+    print(f"run directory: {result.out_dir}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fed-opc <command> ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"simulate": simulate_main}
+    if not argv or argv[0] not in commands:
+        print(f"usage: fed-opc {{{','.join(commands)}}} ...", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:], prog=f"fed-opc {argv[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
