@@ -4,12 +4,15 @@ Message types handled (Flower's Message API, ``"<category>.<action>"``):
 
 - ``query.whoami``: reports the partition id, so the server can map partition ids to Flower's random node ids;
 - ``train``: local epochs of cross-entropy on the client's current data through the one training loop;
-- ``evaluate``: loss and accuracy of the received model on the client's current data.
+- ``evaluate``: loss and accuracy of the received model on the client's current data;
+- ``train.unlearn``: the requester's local unlearning steps for the requests being served (``fed_opc.client_unlearn``).
 
 What a client may train on is decided by the deletion requests the server has declared served
 (``config["exclude"]``: request ids). The client resolves them from the scenario to index arrays, removes them from its
 data and reads samples only through a ``GuardedDataset`` that refuses every forgotten index. The ids it has seen are
-kept in ``context.state`` (a few strings; nothing large lives there). The shared arrays are loaded once per process.
+kept in ``context.state`` per ``world`` (each unlearning method is its own timeline of the same federation, so a
+request served in one method's world is still pending in another's); a few strings, nothing large lives there. The
+shared arrays are loaded once per process.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fed_opc.client_unlearn import LocalUnlearnSpec, local_unlearn
 from fed_opc.data.forget import GuardedDataset, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.flower import partition_id, state_from_arrays
@@ -59,10 +63,12 @@ def excluded_requests(msg: Message, context: Context) -> list[str]:
     """Request ids whose forget data this client must no longer read: from the message, merged into its record."""
     cfg = msg.content.config_records.get("config", ConfigRecord())
     told = [str(r) for r in cfg.get("exclude", [])]
-    record = context.state.config_records.get(STATE_KEY, ConfigRecord({"exclude": []}))
-    known = [str(r) for r in record.get("exclude", [])]
+    world = str(cfg.get("world", "main"))
+    record = context.state.config_records.get(STATE_KEY, ConfigRecord())
+    known = [str(r) for r in record.get(f"exclude/{world}", [])]
     merged = sorted(set(known) | set(told))
-    context.state[STATE_KEY] = ConfigRecord({"exclude": merged})
+    record[f"exclude/{world}"] = merged
+    context.state[STATE_KEY] = record
     return merged
 
 
@@ -107,7 +113,12 @@ def handle_train(sc, msg: Message, context: Context) -> Message:
         )
         stats = train_loop(model, cross_entropy, batches, opt)
         samples, loss = stats.samples, stats.mean_loss
-    metrics = MetricRecord({"num-examples": int(len(current)), "train_loss": float(loss), "samples": int(samples)})
+    values = {"num-examples": int(len(current)), "train_loss": float(loss), "samples": int(samples)}
+    if bool(cfg.get("report_norm", False)):
+        # mean penultimate feature norm of the updated model on (up to 256 of) this client's retained data
+        feats = predict(model, guarded, current[:256], device=device, what="features")
+        values["feature_norm"] = float(feats.norm(dim=1).mean()) if len(feats) else 0.0
+    metrics = MetricRecord(values)
     arrays = ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
@@ -132,6 +143,56 @@ def handle_evaluate(sc, msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
+def handle_unlearn(sc, msg: Message, context: Context) -> Message:
+    """The requester's local unlearning for the requests in ``config["serving"]``.
+
+    Its forget data are its share of those requests' forget sets, read through the explicit ``allow_forget`` view;
+    its remaining data are read through the guard, which also forbids the forget data being served.
+    """
+    torch.set_num_threads(client_threads(sc))
+    cfg = _config(msg)
+    pid = partition_id(context)
+    rnd = int(cfg.get("server-round", 0))
+    world = str(cfg.get("world", "main"))
+    sd = prepare(sc)
+    serving = [str(r) for r in cfg.get("serving", [])]
+    splits = [sd.request(r) for r in serving]
+    forget_idx = np.sort(
+        np.concatenate([s.client_forget[pid] for s in splits if pid in s.client_forget] or [np.zeros(0, np.int64)])
+    )
+    guarded, current = client_view(sd, pid, excluded_requests(msg, context))
+    guarded.forbid(forget_idx)
+    own_retain = np.setdiff1d(current, forget_idx).astype(np.int64)
+    device = client_device(sc)
+    model = new_model(sc, sd).to(device)
+    model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
+    delta_r = state_from_arrays(msg.content["retain_update"]) if "retain_update" in msg.content.array_records else None
+    spec = LocalUnlearnSpec.from_config(cfg)
+    rng = numpy_rng(sc.seed, f"client_unlearn/{world}", rnd, pid)
+    res = local_unlearn(
+        model,
+        guarded,
+        own_retain,
+        guarded.allow_forget(),
+        forget_idx,
+        spec,
+        delta_r=delta_r,
+        num_classes=sd.data.train.num_classes,
+        rng=rng,
+        device=device,
+    )
+    metrics = MetricRecord(
+        {
+            "num-examples": int(len(forget_idx)),
+            "n_retain": int(len(own_retain)),
+            **res.metrics,
+            "inner_products": [float(v) for v in res.inner_products],
+        }
+    )
+    arrays = ArrayRecord({k: v for k, v in res.state.items()})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
 def make_client_app(sc) -> ClientApp:
     """The ``ClientApp`` for scenario ``sc`` (closes over it: ``run_simulation`` leaves ``run_config`` empty)."""
     app = ClientApp()
@@ -143,6 +204,10 @@ def make_client_app(sc) -> ClientApp:
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
         return handle_train(sc, msg, context)
+
+    @app.train("unlearn")
+    def _unlearn(msg: Message, context: Context) -> Message:
+        return handle_unlearn(sc, msg, context)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:

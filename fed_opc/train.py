@@ -59,6 +59,7 @@ def train_loop(
     *,
     grad_transform: GradTransform | None = None,
     max_grad_norm: float | None = None,
+    after_step: GradTransform | None = None,
     should_stop: Callable[[LoopStats], bool] | None = None,
 ) -> LoopStats:
     """Run one optimisation step per batch and return what was done.
@@ -71,6 +72,7 @@ def train_loop(
     optimizer : built over the parameters to update.
     grad_transform : called after ``backward`` and before the step, to edit ``p.grad`` in place (e.g. a projection).
     max_grad_norm : clip the global gradient norm to this value.
+    after_step : called after each optimiser step, to edit the parameters in place (e.g. a projection onto a ball).
     should_stop : checked after every step.
 
     """
@@ -87,6 +89,9 @@ def train_loop(
         if max_grad_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
+        if after_step is not None:
+            with torch.no_grad():
+                after_step(model)
         stats.steps += 1
         stats.samples += sum(int(v.shape[0]) for k, v in batch.items() if k.startswith("x"))
         stats.losses.append(float(loss.detach()))

@@ -87,22 +87,36 @@ def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu") -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cache_path(key: str) -> Path:
-    return cache_dir() / "pretrain" / f"{key}.ckpt"
+def cache_path(key: str, interval: int = 0) -> Path:
+    """The model entry (``interval`` 0), or the client-update history stored every ``interval`` rounds."""
+    name = f"{key}.ckpt" if not interval else f"{key}.updates-{interval}.ckpt"
+    return cache_dir() / "pretrain" / name
 
 
-def load_pretrained(key: str) -> dict[str, Any] | None:
-    """The cached pretraining result for ``key``, or None. A damaged entry is ignored (and replaced later)."""
-    p = cache_path(key)
-    if not p.is_file():
-        return None
+def load_pretrained(key: str, interval: int = 0) -> dict[str, Any] | None:
+    """The cached pretraining result for ``key`` (with the update history if ``interval``), or None.
+
+    A damaged entry is ignored and replaced later; an entry without the requested history is a miss (pretraining is
+    deterministic, so running it again gives the same model plus the history).
+    """
     try:
-        return load_checkpoint(p)
+        entry = load_checkpoint(cache_path(key)) if cache_path(key).is_file() else None
+        if entry is None:
+            return None
+        if interval:
+            if not cache_path(key, interval).is_file():
+                return None
+            entry["updates"] = load_checkpoint(cache_path(key, interval))["updates"]
+        return entry
     except CheckpointError:
         return None
 
 
-def save_pretrained(key: str, entry: dict[str, Any]) -> Path:
+def save_pretrained(key: str, entry: dict[str, Any], interval: int = 0) -> Path:
+    entry = dict(entry)
+    updates = entry.pop("updates", None)
     p = cache_path(key)
     save_checkpoint(p, entry)
+    if interval and updates is not None:
+        save_checkpoint(cache_path(key, interval), {"updates": updates})
     return p

@@ -85,6 +85,8 @@ class SeededFedAvg(FedAvg):
         exclude: Sequence[str] = (),
         evaluate_clients: int = 0,
         max_failed_rounds: int = 3,
+        world: str = "main",
+        update_sink=None,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=1.0 if evaluate_clients else 0.0)
         self.seed = seed
@@ -97,6 +99,9 @@ class SeededFedAvg(FedAvg):
         self.exclude = list(exclude)
         self.evaluate_clients = evaluate_clients
         self.max_failed_rounds = max_failed_rounds
+        self.world = world
+        self.update_sink = update_sink
+        self._sent: dict[int, ArrayRecord] = {}
         self.cost = CostMeter()
         self.sampled: dict[int, list[int]] = {}
         self.train_loss: dict[int, float] = {}
@@ -112,6 +117,7 @@ class SeededFedAvg(FedAvg):
         config["server-round"] = self.absolute_round(server_round)
         config["stage"] = self.stage
         config["exclude"] = list(self.exclude)
+        config["world"] = self.world
         content = RecordDict({"arrays": arrays, "config": config})
         self.cost.bytes_down += record_bytes(arrays) * len(pids)
         self.cost.messages += len(pids)
@@ -124,6 +130,8 @@ class SeededFedAvg(FedAvg):
         rnd = self.absolute_round(server_round)
         pids = sample_clients(self.seed, rnd, self.eligible, self.clients_per_round)
         self.sampled[rnd] = pids
+        if self.update_sink is not None:
+            self._sent = {rnd: arrays}
         return self._messages(server_round, arrays, config, "train", pids)
 
     def _sorted_valid(self, server_round: int, replies: Iterable[Message], expected: Sequence[int]) -> list[Message]:
@@ -154,6 +162,12 @@ class SeededFedAvg(FedAvg):
             self.cost.bytes_up += record_bytes(r.content["arrays"])
             self.cost.client_samples += int(r.content["metrics"]["samples"])
         ok = [r for r in ok if int(r.content["metrics"]["num-examples"]) > 0]
+        if self.update_sink is not None and rnd in self._sent:
+            sent = self._sent[rnd].to_torch_state_dict()
+            for r in ok:
+                new = r.content["arrays"].to_torch_state_dict()
+                update = {k: new[k].float() - sent[k].float() for k in new if new[k].is_floating_point()}
+                self.update_sink(rnd, self.pid_of[r.metadata.src_node_id], update)
         if not ok:
             self._failed_streak += 1
             if self._failed_streak >= self.max_failed_rounds:

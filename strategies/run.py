@@ -1,26 +1,45 @@
 """``simulate(scenario, out_dir)``: the stages of a run, their checkpoints and the run directory.
 
-Stages, in order: FL pretraining (FedAvg up to the first deletion request's round; reused from the pretraining cache
-when an identical one exists), then the stages that later parts add. Every stage checkpoints atomically under
-``<out>/checkpoints/`` so ``resume=True`` continues where a killed run stopped, with the same final numbers.
+Stages, in order:
+
+1. FL pretraining: FedAvg up to the first deletion request's round, reused from the pretraining cache when an
+   identical one exists (with the client-update history FedEraser needs, when it is among the methods);
+2. every federated method serves the requests in its own world (``strategies.federated_methods``): requests that fire
+   at the same round are served together; between request rounds, and after the last one up to
+   ``federation.rounds``, the world continues FedAvg without the served data;
+3. the centralized methods run on the pretrained global model with the union of all forget sets;
+4. every resulting model is evaluated against ground truth (``fed_opc.metrics``).
+
+A ledger of the requests (``checkpoints/ledger.json``: pending -> unlearning -> done, per method) and every stage's
+state are checkpointed atomically under ``<out>/checkpoints/``, so ``resume=True`` continues a killed run without
+serving any request twice and reaches the same final numbers.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
+from fed_opc.centralized import run_centralized
 from fed_opc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json, write_text
 from fed_opc.client_app import make_client_app, new_model
 from fed_opc.config import Scenario, scenario_to_dict
+from fed_opc.data.forget import ForgetSplit, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.flower import run_apps
+from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
+from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
+from strategies.federated_methods import SERVE, FedContext, MethodOutcome, _fedavg_world
 from strategies.server_app import make_server_main
 from strategies.training import RoundRecord, TrainingResult, federated_training
 
@@ -37,11 +56,21 @@ class RunResult:
     out_dir: Path
     results: dict[str, Any]
     pretrained_state: dict = field(repr=False, default_factory=dict)
+    states: dict[str, dict] = field(repr=False, default_factory=dict)  # method -> final global model state
+    observed: dict[str, dict] = field(repr=False, default_factory=dict)  # method -> what the server saw
 
 
 def pretrain_rounds(sc: Scenario) -> int:
     """Rounds of FL pretraining: up to the first deletion request (all rounds when there is none)."""
     return min((r.round for r in sc.requests), default=sc.federation.rounds)
+
+
+def request_groups(sc: Scenario, sd: ScenarioData) -> list[tuple[int, list[ForgetSplit]]]:
+    """Requests grouped by the round they fire at, in round order."""
+    by_round: dict[int, list[ForgetSplit]] = defaultdict(list)
+    for r, split in zip(sc.requests, sd.requests):
+        by_round[r.round].append(split)
+    return sorted(by_round.items())
 
 
 def default_out_dir(sc: Scenario) -> Path:
@@ -125,6 +154,46 @@ class _Progress:
             self.bar.close()
 
 
+class Ledger:
+    """The deletion requests and their status, per method; saved atomically on every change.
+
+    A request is ``pending`` until a method starts serving it, ``unlearning`` while methods serve it, and ``done`` when
+    every method of the run has served it. ``methods[m]`` records ``unlearning`` / ``done`` for method ``m``.
+    """
+
+    def __init__(self, path: Path, request_ids: list[str], methods: list[str]) -> None:
+        self.path = path
+        self.methods = methods
+        self.entries: dict[str, dict[str, Any]] = {r: {"status": "pending", "methods": {}} for r in request_ids}
+
+    @classmethod
+    def load_or_new(cls, path: Path, request_ids: list[str], methods: list[str]) -> Ledger:
+        led = cls(path, request_ids, methods)
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{path}: corrupted ledger ({e.msg})") from None
+            if sorted(saved.get("requests", {})) != sorted(request_ids):
+                raise CheckpointError(f"{path}: the ledger holds other requests; run without --resume")
+            led.entries = saved["requests"]
+        return led
+
+    def save(self) -> None:
+        write_json(self.path, {"requests": self.entries})
+
+    def mark(self, request_ids: list[str], method: str, status: str) -> None:
+        for r in request_ids:
+            e = self.entries[r]
+            e["methods"][method] = status
+            done = all(e["methods"].get(m) == "done" for m in self.methods)
+            e["status"] = "done" if done else "unlearning"
+        self.save()
+
+    def done(self, method: str) -> bool:
+        return bool(self.entries) and all(e["methods"].get(method) == "done" for e in self.entries.values())
+
+
 def simulate(
     sc: Scenario,
     out_dir: str | Path | None = None,
@@ -151,10 +220,10 @@ def simulate(
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_text(out / "scenario.yaml", yaml.safe_dump(scenario_to_dict(sc), sort_keys=False))
     if not resume:
-        for f in (out / "checkpoints").glob("*.ckpt"):
+        for f in (out / "checkpoints").glob("*"):
             f.unlink()
     with _FileLog(out / "log.txt"):
-        log.info("run %s (seed %d) -> %s", sc.name, sc.seed, out)
+        log.info("run %s (seed %d) -> %s%s", sc.name, sc.seed, out, " (resumed)" if resume else "")
         result = _run(sc, sd, out, use_cache=use_cache, progress=progress)
         result.results["wall_s"] = time.perf_counter() - t0
         write_json(out / "results.json", result.results)
@@ -162,19 +231,46 @@ def simulate(
     return result
 
 
-def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress: bool) -> RunResult:
-    rounds = pretrain_rounds(sc)
-    key = cache.pretrain_key(sc, sd, rounds)
-    ckpt_path = out / "checkpoints" / "pretrain.ckpt"
-    pre: dict[str, Any] = {}
-    cached = cache.load_pretrained(key) if use_cache else None
-    if cached is not None:
-        log.info("pretraining: cache hit %s", key)
-        pre = {"state": cached["state"], "rounds": cached["rounds"], "cost": cached["cost"], "cached": True}
+def _stage_line(progress: bool, text: str) -> None:
+    log.info(text)
+    if progress:
+        import sys
 
+        print(f"[fed-opc] {text}", file=sys.stderr, flush=True)
+
+
+def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress: bool) -> RunResult:
+    ck = out / "checkpoints"
+    rounds = pretrain_rounds(sc)
+    methods = list(sc.unlearning.methods)
+    fed_methods = [m for m in methods if m in FEDERATED]
+    cen_methods = [m for m in methods if m in CENTRALIZED]
+    groups = request_groups(sc, sd) if sc.requests else []
+    eraser = sc.unlearning.params.get("fed_eraser") if "fed_eraser" in fed_methods else None
+    interval = eraser.interval if eraser is not None else 0
+    key = cache.pretrain_key(sc, sd, rounds)
+    ledger = Ledger.load_or_new(ck / "ledger.json", sc.request_ids(), methods)
+    ledger.save()
+
+    pre: dict[str, Any] = {}
+    cached = cache.load_pretrained(key, interval) if use_cache else None
+    if cached is not None:
+        _stage_line(progress, f"pretraining: reusing cached model {key}")
+        pre = dict(cached) | {"cached": True}
+
+    init_state = new_model(sc, sd).state_dict()
+    outcomes: dict[str, MethodOutcome] = {}
+    for m in fed_methods:
+        p = ck / f"method.{m}.ckpt"
+        if ledger.done(m) and p.is_file():
+            saved = load_checkpoint(p)
+            outcomes[m] = MethodOutcome(saved["state"], saved["cost"], saved["diagnostics"], saved["observed"])
     stages = []
     if not pre:
-        stages.append(_pretrain_stage(sc, sd, rounds, key, ckpt_path, pre, progress))
+        stages.append(_pretrain_stage(sc, sd, rounds, key, ck / "pretrain.ckpt", pre, progress, interval))
+    for m in fed_methods:
+        if m not in outcomes:
+            stages.append(_method_stage(sc, sd, m, groups, pre, init_state, rounds, ck, ledger, outcomes, progress))
     if stages:
         fed = sc.federation
         run_apps(
@@ -186,8 +282,10 @@ def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress
             num_gpus=fed.client_resources.num_gpus,
             ray_address=fed.ray_address,
         )
-        if use_cache:
-            cache.save_pretrained(key, {k: pre[k] for k in ("state", "rounds", "cost")})
+        if use_cache and not pre.get("cached"):
+            cache.save_pretrained(
+                key, {k: pre[k] for k in ("state", "rounds", "cost", "updates") if k in pre}, interval
+            )
 
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -199,29 +297,189 @@ def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress
             "cache_key": key,
             "cost": pre["cost"],
         },
-        "requests": [
+        "requests": [],
+        "methods": {},
+    }
+    states = {m: o.state for m, o in outcomes.items()}
+    observed = {m: o.observed for m, o in outcomes.items()}
+    if groups:
+        _evaluate_all(sc, sd, pre["state"], fed_methods, cen_methods, outcomes, ck, ledger, results, states, progress)
+    for s, r in zip(sd.requests, sc.requests):
+        entry = ledger.entries[s.request_id]
+        results["requests"].append(
             {
                 "id": s.request_id,
                 "client": r.client if r.client is not None else "all",
                 "scope": s.scope,
                 "round": r.round,
                 "n_forget": s.n_forget,
-                "status": "pending",
+                "status": entry["status"],
+                "clients": list(s.clients),
             }
-            for s, r in zip(sd.requests, sc.requests)
-        ],
-        "methods": {},
-    }
-    return RunResult(out, results, pre["state"])
+            | ({"classes": list(s.classes)} if s.classes else {})
+            | {"metrics": results.pop(f"_request_metrics/{s.request_id}", {})}
+        )
+    return RunResult(out, results, pre["state"], states, observed)
 
 
-def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: bool):
-    """FedAvg from the seeded initial model for ``rounds`` rounds, checkpointing every round."""
+def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path, ledger, results, states, progress):
+    """Centralized methods, then metrics for every method on the union of the forget sets."""
+    forget = union_forget(sd.requests)
+    retain = np.setdiff1d(sd.pool, forget)
+    classes = sorted({c for r, s in zip(sc.requests, sd.requests) if r.clients == "all" for c in s.classes})
+    device = torch.device("cpu")
+    pretrained = new_model(sc, sd)
+    pretrained.load_state_dict(pre_state, strict=True)
+    cen_ckpt = ck / "centralized.ckpt"
+    cen: dict[str, Any] = {}
+    if cen_methods:
+        if cen_ckpt.is_file() and all(
+            ledger.entries[r]["methods"].get(m) == "done" for r in ledger.entries for m in cen_methods
+        ):
+            cen = load_checkpoint(cen_ckpt)
+        else:
+            for m in cen_methods:
+                ledger.mark(sc.request_ids(), m, "unlearning")
+            _stage_line(progress, f"centralized methods: {', '.join(cen_methods)}")
+            runs = run_centralized(
+                pretrained,
+                sd.data,
+                forget,
+                retain,
+                sd.test_idx,
+                cen_methods,
+                {m: sc.unlearning.params[m] for m in cen_methods},
+                seed=sc.seed,
+                device=device,
+                forgotten_classes=classes,
+                log=lambda line: log.info("centralized %s", line),
+            )
+            cen = {m: {"state": r.model.state_dict(), "metrics": r.metrics, "cost": r.cost} for m, r in runs.items()}
+            save_checkpoint(cen_ckpt, cen)
+            for m in cen_methods:
+                ledger.mark(sc.request_ids(), m, "done")
+    for m in cen_methods:
+        states[m] = cen[m]["state"]
+
+    ev = EvalSet.make(sd.data.train, sd.data.test, forget, retain, sd.test_idx, seed=sc.seed, forgotten_classes=classes)
+    original = model_outputs(pretrained, ev, device=device)
+    model_of = {}
+    for m, st in states.items():
+        net = new_model(sc, sd)
+        net.load_state_dict(st, strict=True)
+        model_of[m] = net
+    outputs = {m: model_outputs(net, ev, device=device) for m, net in model_of.items()}
+    fed_ref = "fed_retrain" if "fed_retrain" in outputs else None
+    ref_metrics = None
+    if fed_ref:
+        ref_metrics = evaluate_outputs(
+            outputs[fed_ref], ev, head_weight=model_of[fed_ref].head.weight, original=original
+        )
+    for m in fed_methods:
+        o = outcomes[m]
+        metrics = evaluate_outputs(
+            outputs[m],
+            ev,
+            head_weight=model_of[m].head.weight,
+            original=original,
+            retrain=outputs.get(fed_ref) if fed_ref else outputs.get("retrain"),
+            retrain_metrics=ref_metrics,
+        )
+        if m == fed_ref:
+            metrics["avg_gap"] = 0.0
+        metrics = {"RTE_s": float(o.cost.get("wall_s", 0.0))} | metrics
+        cost = {k: o.cost[k] for k in ("rounds", "client_samples", "bytes_up", "bytes_down", "server_storage_bytes")}
+        results["methods"][m] = {"setting": "federated", "metrics": metrics, "cost": cost}
+        if o.diagnostics:
+            results["methods"][m]["diagnostics"] = o.diagnostics
+    for m in cen_methods:
+        c = cen[m]
+        cost = {
+            "rounds": 0,
+            "client_samples": int(c["cost"].get("client_samples", 0)),
+            "bytes_up": 0,
+            "bytes_down": 0,
+            "server_storage_bytes": 0,
+        }
+        results["methods"][m] = {"setting": "centralized", "metrics": dict(c["metrics"]), "cost": cost}
+    # per request: UA on its own forget set, RA / TA as for the union
+    for s in sd.requests:
+        y = torch.from_numpy(sd.data.train.labels[s.forget])
+        per: dict[str, dict[str, float]] = {}
+        for m in results["methods"]:
+            net = model_of[m]
+            net.eval()
+            with torch.no_grad():
+                logits = torch.cat(
+                    [net(sd.data.train.tensors(s.forget[i : i + 512])[0]) for i in range(0, len(s.forget), 512)]
+                )
+            mm = results["methods"][m]["metrics"]
+            per[m] = {"UA": 1.0 - accuracy_from_logits(logits, y), "RA": mm["RA"], "TA": mm["TA"]}
+        results[f"_request_metrics/{s.request_id}"] = per
+    states["original"] = pre_state
+
+
+def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: Ledger, outcomes, progress):
+    """One federated method serving every request group in its own world (a ServerApp stage)."""
+
+    def stage(grid, node_of) -> None:
+        t0 = time.perf_counter()
+        cfg = sc.unlearning.params[m]
+        state = pre["state"]
+        served: list[str] = []
+        total = {
+            "rounds": 0,
+            "client_samples": 0,
+            "bytes_up": 0,
+            "bytes_down": 0,
+            "server_storage_bytes": 0,
+            "messages": 0,
+        }
+        diagnostics: dict[str, Any] = {}
+        observed: dict[str, Any] = {}
+        history = pre.get("updates")
+        for i, (rnd, splits) in enumerate(groups):
+            ids = [s.request_id for s in splits]
+            _stage_line(progress, f"{m}: serving {', '.join(ids)} (round {rnd})")
+            ledger.mark(ids, m, "unlearning")
+            ctx = FedContext(grid, sc, sd, node_of, m, list(served), rnd, ck, init_state, rounds, history)
+            outcome = SERVE[m](ctx, splits, cfg, state)
+            state = outcome.state
+            for k in total:
+                total[k] += outcome.cost.get(k, 0)
+            diagnostics |= {f"round{rnd}": outcome.diagnostics} if len(groups) > 1 else outcome.diagnostics
+            observed = observed or outcome.observed
+            served += ids
+            nxt = groups[i + 1][0] if i + 1 < len(groups) else sc.federation.rounds
+            if nxt > rnd:  # the world goes on training without the served data until the next request (or the end)
+                cont = FedContext(grid, sc, sd, node_of, m, list(served), rnd, ck, init_state, rounds, history)
+                state, meter, _ = _fedavg_world(cont, [], state, rnd + 1, nxt, f"continue{rnd}")
+                total["rounds"] += nxt - rnd
+                for k in ("client_samples", "bytes_up", "bytes_down", "messages"):
+                    total[k] += meter.get(k, 0)
+        total["wall_s"] = time.perf_counter() - t0
+        outcomes[m] = MethodOutcome(state, total, diagnostics, observed)
+        save_checkpoint(
+            ck / f"method.{m}.ckpt", {"state": state, "cost": total, "diagnostics": diagnostics, "observed": observed}
+        )
+        ledger.mark(served, m, "done")
+        _stage_line(progress, f"{m}: done in {total['wall_s']:.1f} s")
+
+    return stage
+
+
+def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: bool, interval: int):
+    """FedAvg from the seeded initial model for ``rounds`` rounds, checkpointing every round.
+
+    With ``interval`` > 0 the server also stores every client update of rounds 1, 1 + interval, ... (FedEraser's
+    history), checkpointed with the model.
+    """
 
     def stage(grid, node_of) -> None:
         state = new_model(sc, sd).state_dict()
         history: list[RoundRecord] = []
         prev_cost: dict[str, int] = {}
+        updates: dict[int, dict[int, dict]] = {}
         first = 1
         if ckpt_path.is_file():
             ck = load_checkpoint(ckpt_path)
@@ -230,8 +488,13 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
             state, first = ck["state"], int(ck["round"]) + 1
             history = [RoundRecord(**r) for r in ck["rounds"]]
             prev_cost = dict(ck["cost"])
+            updates = {int(r): {int(p): u for p, u in per.items()} for r, per in ck.get("updates", {}).items()}
             log.info("pretraining: resuming after round %d", first - 1)
         bar = _Progress(progress, rounds, "pretrain", initial=first - 1)
+
+        def sink(rnd: int, pid: int, update: dict) -> None:
+            if (rnd - 1) % interval == 0:
+                updates.setdefault(rnd, {})[pid] = update
 
         def on_round_end(rnd, st, recs, cost) -> None:
             save_checkpoint(
@@ -242,6 +505,7 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
                     "state": st,
                     "rounds": [r.as_dict() for r in recs],
                     "cost": _add(prev_cost, cost.as_dict()),
+                    "updates": updates,
                 },
             )
             bar.update(recs[-1])
@@ -258,6 +522,7 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
                 stage="pretrain",
                 history=history,
                 on_round_end=on_round_end,
+                update_sink=sink if interval else None,
             )
         finally:
             bar.close()
@@ -267,6 +532,8 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
             cost=_add(prev_cost, res.cost.as_dict()),
             cached=False,
         )
+        if interval:
+            pre["updates"] = updates
 
     return stage
 

@@ -75,6 +75,8 @@ def federated_training(
     history: Sequence[RoundRecord] = (),
     on_round_end: Callable[[int, dict[str, torch.Tensor], list[RoundRecord], CostMeter], None] | None = None,
     lr: float | None = None,
+    world: str = "main",
+    update_sink=None,
 ) -> TrainingResult:
     """Run FedAvg rounds ``first_round..last_round`` (absolute numbers) from ``initial_state``.
 
@@ -93,6 +95,8 @@ def federated_training(
         stage=stage,
         exclude=exclude,
         evaluate_clients=int(round(fed.fraction_evaluate * len(eligible))),
+        world=world,
+        update_sink=update_sink,
     )
     records = list(history)
     t_round = [time.perf_counter()]

@@ -23,7 +23,13 @@ class MethodSpec:
     fn: Callable[..., Any] | None = None
 
 
-FEDERATED: dict[str, MethodSpec] = {}
+def _federated() -> dict[str, MethodSpec]:
+    from fed_opc.unlearning.federated import CONFIGS
+
+    return {name: MethodSpec(name, cfg, "federated") for name, cfg in CONFIGS.items()}
+
+
+FEDERATED: dict[str, MethodSpec] = _federated()
 
 
 def _centralized() -> dict[str, MethodSpec]:

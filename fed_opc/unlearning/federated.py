@@ -1,0 +1,118 @@
+"""Hyperparameters of the federated unlearning methods.
+
+The methods themselves are Flower strategies in ``strategies/federated_methods.py``; their frozen ``Config`` classes
+live here so that a scenario's ``unlearning.<method>`` block is validated without importing the server side.
+
+Methods (all serve the same deletion requests, from the same pretrained global model):
+
+- ``fed_opc``: federated One-Point Contraction (arXiv 2507.07754, federated as in docs/unlearning.md): per unlearning
+  round, sampled retain clients send ordinary FedAvg updates, aggregated into a retain update; the requester contracts
+  its forget representations to the origin under a constraint (``sum``, ``project`` or ``ball``) against it.
+- ``fed_retrain``: FedAvg from the same initial model without the forgotten data (the gold standard).
+- ``fed_finetune``: FedAvg continued from the pretrained model without the forgotten data.
+- ``fed_eraser``: FedEraser (Liu et al., IWQoS 2021): calibrated replay of client updates stored during pretraining.
+- ``pga``: projected gradient ascent on the requester inside an L2 ball around the other clients' average (Halimi et
+  al., "Federated Unlearning: How to Efficiently Erase a Client in FL?", 2022), then recovery rounds.
+- ``fed_ga`` / ``fed_rl``: gradient ascent / random labels on the requester, aggregated with the retain update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fed_opc.schema import bounds
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    """Settings shared by the methods that run unlearning rounds (retain update + requester's local steps)."""
+
+    max_rounds: int = field(default=5, metadata=bounds(ge=1))
+    recovery_rounds: int = field(default=0, metadata=bounds(ge=0))
+    local_epochs: float = field(default=1.0, metadata=bounds(gt=0))
+    lr: float = field(default=0.01, metadata=bounds(gt=0))
+    momentum: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
+    batch_size: int = field(default=32, metadata=bounds(ge=1))
+    forget_batch_size: int = field(default=32, metadata=bounds(ge=1))
+    retain_clients: int | None = field(default=None, metadata=bounds(ge=1))
+    max_requesters: int | None = field(default=None, metadata=bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class FedOPCConfig(RoundsConfig):
+    """``unlearning.fed_opc``: contraction weight, representation, constraint mode and stopping rule."""
+
+    lambda_: float = field(default=1.0, metadata=bounds(gt=0))
+    layer: Literal["penultimate", "logits"] = "penultimate"
+    squared: bool = False
+    constraint: Literal["sum", "project", "ball"] = "project"
+    epsilon: float = field(default=1.0, metadata=bounds(gt=0))
+    stop_ratio: float = field(default=0.1, metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True)
+class FedRetrainConfig:
+    """``unlearning.fed_retrain``: FedAvg from scratch without the forgotten data; ``rounds`` null = pretraining's."""
+
+    rounds: int | None = field(default=None, metadata=bounds(ge=1))
+
+
+@dataclass(frozen=True)
+class FedFinetuneConfig:
+    """``unlearning.fed_finetune``: FedAvg rounds continued from the pretrained model without the forgotten data."""
+
+    rounds: int = field(default=5, metadata=bounds(ge=1))
+    lr: float | None = field(default=None, metadata=bounds(gt=0))
+
+
+@dataclass(frozen=True)
+class FedEraserConfig:
+    """``unlearning.fed_eraser``: store updates every ``interval`` rounds; calibrate with this share of local epochs."""
+
+    interval: int = field(default=2, metadata=bounds(ge=1))
+    calibration_ratio: float = field(default=0.5, metadata=bounds(gt=0, le=1))
+
+
+@dataclass(frozen=True)
+class PGAConfig(RoundsConfig):
+    """``unlearning.pga``: ascent on the requester's forget data from the retain reference, inside an L2 ball.
+
+    ``radius`` null uses one third of the distance from the reference to a freshly initialised model, as Halimi et al.
+    do; local steps stop early once the requester's forget-batch accuracy falls to ``stop_acc``.
+    """
+
+    max_rounds: int = field(default=1, metadata=bounds(ge=1))
+    recovery_rounds: int = field(default=2, metadata=bounds(ge=0))
+    local_epochs: float = field(default=5.0, metadata=bounds(gt=0))
+    radius: float | None = field(default=None, metadata=bounds(gt=0))
+    stop_acc: float = field(default=0.1, metadata=bounds(ge=0, le=1))
+
+
+@dataclass(frozen=True)
+class FedGAConfig(RoundsConfig):
+    """``unlearning.fed_ga``: gradient ascent on the requester, aggregated with the retain update (``sum``)."""
+
+    max_rounds: int = field(default=2, metadata=bounds(ge=1))
+    recovery_rounds: int = field(default=2, metadata=bounds(ge=0))
+    lr: float = field(default=0.001, metadata=bounds(gt=0))
+    stop_acc: float = field(default=0.1, metadata=bounds(ge=0, le=1))
+
+
+@dataclass(frozen=True)
+class FedRLConfig(RoundsConfig):
+    """``unlearning.fed_rl``: random other labels on the requester's forget data (with its own retain data)."""
+
+    max_rounds: int = field(default=2, metadata=bounds(ge=1))
+    recovery_rounds: int = field(default=2, metadata=bounds(ge=0))
+
+
+CONFIGS: dict[str, type] = {
+    "fed_opc": FedOPCConfig,
+    "fed_retrain": FedRetrainConfig,
+    "fed_finetune": FedFinetuneConfig,
+    "fed_eraser": FedEraserConfig,
+    "pga": PGAConfig,
+    "fed_ga": FedGAConfig,
+    "fed_rl": FedRLConfig,
+}

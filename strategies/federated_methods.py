@@ -1,0 +1,522 @@
+"""Federated unlearning methods, run on the grid against one group of deletion requests.
+
+Each method is a function ``serve_<name>(ctx, requests, cfg, start_state) -> MethodOutcome``. A method runs in its own
+*world*: its own timeline of the same federation, in which the requests it serves become excluded data (clients are
+told the world's served request ids, and refuse to read those samples again). All methods of a run start from the
+same pretrained global model and serve the same forget sets; costs count what each one actually sent and computed.
+
+``fed_opc``, ``fed_ga``, ``fed_rl`` and ``pga`` share one loop of *unlearning rounds* (``unlearning_rounds``): sampled
+retain clients send ordinary FedAvg updates, aggregated into the retain update ``delta_r``; the requester(s) receive
+the global model and ``delta_r`` in a ``train.unlearn`` message addressed to them only, run local steps of their
+objective under the method's constraint, and send their model back; the server combines the two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from fed_opc.checkpoint import load_checkpoint, save_checkpoint
+from fed_opc.client_unlearn import LocalUnlearnSpec
+from fed_opc.data.forget import ForgetSplit, union_forget
+from fed_opc.data.scenario_data import ScenarioData
+from fed_opc.flower import EngineError, arrays_from_state, message, record_bytes, state_bytes, state_from_arrays
+from fed_opc.unlearning.federated import (
+    FedEraserConfig,
+    FedFinetuneConfig,
+    FedGAConfig,
+    FedOPCConfig,
+    FedRetrainConfig,
+    FedRLConfig,
+    PGAConfig,
+    RoundsConfig,
+)
+from strategies.fedavg import sample_clients
+from strategies.training import federated_training
+
+log = logging.getLogger("fed_opc")
+
+
+@dataclass
+class FedContext:
+    """What a federated method needs: the grid, the scenario, the node map, its world and its checkpoint folder."""
+
+    grid: Any
+    sc: Any
+    sd: ScenarioData
+    node_of: dict[int, int]
+    world: str
+    served_before: list[str]  # ids this world served at earlier request rounds
+    round0: int  # absolute round at which the requests fire
+    ckpt_dir: Path
+    init_state: dict[str, torch.Tensor] | None = None  # the seeded initial model (fed_retrain, fed_eraser)
+    pretrain_rounds: int = 0
+    update_history: dict[int, dict[int, dict[str, torch.Tensor]]] | None = None  # fed_eraser: round -> pid -> update
+
+
+@dataclass
+class MethodOutcome:
+    state: dict[str, torch.Tensor]
+    cost: dict[str, float]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, Any] = field(default_factory=dict)  # what the server saw, for the attacks
+
+
+def _sub(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (a[k].float() - b[k].float()) for k in a if a[k].is_floating_point()}
+
+
+def _apply(state: dict[str, torch.Tensor], *deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {k: v.clone() for k, v in state.items()}
+    for d in deltas:
+        for k, v in d.items():
+            out[k] = (out[k].float() + v).to(out[k].dtype)
+    return out
+
+
+def _weighted_mean(deltas: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    total = float(sum(weights))
+    return {k: sum(d[k] * (w / total) for d, w in zip(deltas, weights)) for k in deltas[0]}
+
+
+def remaining_clients(sd: ScenarioData, exclude: Sequence[str]) -> list[int]:
+    """Partition ids that still hold data once the ``exclude`` requests are removed."""
+    gone = union_forget([sd.request(r) for r in exclude])
+    return [p for p in range(sd.num_clients) if len(np.setdiff1d(sd.partitions[p], gone))]
+
+
+def requesters(requests: Sequence[ForgetSplit]) -> list[int]:
+    return sorted({c for r in requests for c in r.clients})
+
+
+def _zero_cost() -> dict[str, float]:
+    return {"rounds": 0, "client_samples": 0, "bytes_up": 0, "bytes_down": 0, "server_storage_bytes": 0, "messages": 0}
+
+
+def _add_cost(cost: dict[str, float], meter: dict[str, int], rounds: int = 0) -> None:
+    cost["rounds"] += rounds
+    for k in ("client_samples", "bytes_up", "bytes_down", "messages"):
+        cost[k] += int(meter.get(k, 0))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# FedAvg-based baselines
+
+
+def _fedavg_world(
+    ctx: FedContext, requests, start: dict, first: int, last: int, tag: str, lr: float | None = None
+) -> tuple[dict, dict, list]:
+    exclude = ctx.served_before + [r.request_id for r in requests]
+    ckpt = ctx.ckpt_dir / f"{ctx.world}.{tag}.ckpt"
+    history, prev_cost, state = [], {}, start
+    if ckpt.is_file():
+        ck = load_checkpoint(ckpt)
+        state, first = ck["state"], int(ck["round"]) + 1
+        prev_cost = dict(ck["cost"])
+        from strategies.training import RoundRecord
+
+        history = [RoundRecord(**r) for r in ck["rounds"]]
+
+    def on_round_end(rnd, st, recs, cost) -> None:
+        save_checkpoint(
+            ckpt,
+            {"round": rnd, "state": st, "rounds": [r.as_dict() for r in recs], "cost": _sum(prev_cost, cost.as_dict())},
+        )
+
+    res = federated_training(
+        ctx.grid,
+        ctx.sc,
+        ctx.sd,
+        ctx.node_of,
+        initial_state=state,
+        first_round=first,
+        last_round=last,
+        stage=f"{ctx.world}/{tag}",
+        exclude=exclude,
+        eligible=remaining_clients(ctx.sd, exclude),
+        history=history,
+        on_round_end=on_round_end,
+        lr=lr,
+        world=ctx.world,
+    )
+    return res.state, _sum(prev_cost, res.cost.as_dict()), [r.as_dict() for r in res.rounds]
+
+
+def _sum(a: dict, b: dict) -> dict:
+    return {k: int(a.get(k, 0)) + int(b.get(k, 0)) for k in sorted(set(a) | set(b))}
+
+
+def serve_fed_retrain(ctx: FedContext, requests, cfg: FedRetrainConfig, start_state) -> MethodOutcome:
+    """FedAvg from the same seeded initial model, for as many rounds as pretraining, without the forgotten data."""
+    rounds = cfg.rounds or ctx.pretrain_rounds
+    state, meter, hist = _fedavg_world(ctx, requests, ctx.init_state, 1, rounds, "retrain")
+    cost = _zero_cost()
+    _add_cost(cost, meter, rounds)
+    return MethodOutcome(state, cost, {"rounds": hist})
+
+
+def serve_fed_finetune(ctx: FedContext, requests, cfg: FedFinetuneConfig, start_state) -> MethodOutcome:
+    """FedAvg continued from the pretrained global model for ``rounds`` rounds without the forgotten data."""
+    first = ctx.round0 + 1
+    state, meter, hist = _fedavg_world(ctx, requests, start_state, first, ctx.round0 + cfg.rounds, "finetune", cfg.lr)
+    cost = _zero_cost()
+    _add_cost(cost, meter, cfg.rounds)
+    return MethodOutcome(state, cost, {"rounds": hist})
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# unlearning rounds: retain update + requester's local steps
+
+
+def _retain_round(ctx: FedContext, state, rnd: int, pids: list[int], exclude: list[str]) -> tuple[dict, float, dict]:
+    """Ordinary training messages to ``pids``; returns (delta_r, weighted retain feature norm, cost meter)."""
+    arrays = arrays_from_state(state)
+    fed = ctx.sc.federation
+    cfg = ConfigRecord(
+        {
+            "server-round": rnd,
+            "stage": f"{ctx.world}/retain",
+            "exclude": exclude,
+            "world": ctx.world,
+            "lr": fed.lr,
+            "epochs": fed.local_epochs,
+            "report_norm": True,
+        }
+    )
+    content = RecordDict({"arrays": arrays, "config": cfg})
+    msgs = [message(content, ctx.node_of[p], "train", group_id=str(rnd)) for p in pids]
+    replies = ctx.grid.send_and_receive(msgs, timeout=fed.round_timeout_s)
+    pid_of = {n: p for p, n in ctx.node_of.items()}
+    meter = {
+        "bytes_down": record_bytes(arrays) * len(pids),
+        "messages": len(pids),
+        "bytes_up": 0,
+        "client_samples": 0,
+        "failures": 0,
+    }
+    deltas, weights, norms = [], [], []
+    ok = sorted((r for r in replies if not r.has_error()), key=lambda r: pid_of[r.metadata.src_node_id])
+    meter["failures"] = len(pids) - len(ok)
+    for r in replies:
+        if r.has_error():
+            log.warning(
+                "round %d: retain client %s failed: %s", rnd, pid_of.get(r.metadata.src_node_id), r.error.reason
+            )
+    for r in ok:
+        m = r.content["metrics"]
+        meter["bytes_up"] += record_bytes(r.content["arrays"])
+        meter["client_samples"] += int(m["samples"])
+        if int(m["num-examples"]) == 0:
+            continue
+        deltas.append(_sub(state_from_arrays(r.content["arrays"]), state))
+        weights.append(float(m["num-examples"]))
+        norms.append(float(m["feature_norm"]))
+    if not deltas:
+        raise EngineError(f"round {rnd}: no retain client answered")
+    return _weighted_mean(deltas, weights), float(np.average(norms, weights=weights)), meter
+
+
+def _unlearn_round(
+    ctx: FedContext, state, delta_r, rnd: int, pids: list[int], serving: list[str], spec: LocalUnlearnSpec
+) -> tuple[list[tuple[int, dict, dict]], dict]:
+    """``train.unlearn`` to each requester in ``pids``; returns [(pid, local state, metrics)] and the cost meter."""
+    arrays = arrays_from_state(state)
+    dr = ArrayRecord({k: v for k, v in delta_r.items()})
+    cfg = ConfigRecord(
+        {"server-round": rnd, "world": ctx.world, "exclude": list(ctx.served_before), "serving": serving}
+        | spec.to_config()
+    )
+    content = RecordDict({"arrays": arrays, "retain_update": dr, "config": cfg})
+    msgs = [message(content, ctx.node_of[p], "train.unlearn", group_id=str(rnd)) for p in pids]
+    replies = ctx.grid.send_and_receive(msgs, timeout=ctx.sc.federation.round_timeout_s)
+    pid_of = {n: p for p, n in ctx.node_of.items()}
+    meter = {
+        "bytes_down": (record_bytes(arrays) + record_bytes(dr)) * len(pids),
+        "messages": len(pids),
+        "bytes_up": 0,
+        "client_samples": 0,
+        "failures": 0,
+    }
+    out = []
+    for r in sorted(replies, key=lambda r: pid_of.get(r.metadata.src_node_id, -1)):
+        p = pid_of.get(r.metadata.src_node_id)
+        if r.has_error():
+            log.warning("round %d: requester %s failed: %s", rnd, p, r.error.reason)
+            continue
+        m = r.content["metrics"]
+        meter["bytes_up"] += record_bytes(r.content["arrays"])
+        meter["client_samples"] += int(m["samples"])
+        out.append((p, state_from_arrays(r.content["arrays"]), {k: m[k] for k in m}))
+    meter["failures"] = len(pids) - len(out)
+    return out, meter
+
+
+def unlearning_rounds(
+    ctx: FedContext,
+    requests: Sequence[ForgetSplit],
+    cfg: RoundsConfig,
+    spec: LocalUnlearnSpec,
+    start_state: dict[str, torch.Tensor],
+    *,
+    stop_ratio: float | None = None,
+    stop_acc: float | None = None,
+) -> MethodOutcome:
+    """Run unlearning rounds until the stopping rule or ``cfg.max_rounds``, then ``cfg.recovery_rounds`` of FedAvg.
+
+    The new global model after a round is ``theta + delta_r + delta_f`` (``delta_f``: the requesters' mean change,
+    weighted by forget-set size) when the requester started from ``theta``, and the requesters' mean model when it
+    started from the retain reference ``theta + delta_r`` (``spec.start == "reference"``).
+    """
+    sc, sd = ctx.sc, ctx.sd
+    serving = [r.request_id for r in requests]
+    exclude = ctx.served_before + serving
+    holders = requesters(requests)
+    retain_pool = [
+        p for p in remaining_clients(sd, exclude) if not any(r.scope == "client" and p in r.clients for r in requests)
+    ]
+    k_retain = cfg.retain_clients or sc.federation.clients_per_round
+    k_req = cfg.max_requesters or sc.federation.clients_per_round
+    ckpt = ctx.ckpt_dir / f"{ctx.world}.unlearn.ckpt"
+    state, cost, per_round, observed, done = start_state, _zero_cost(), [], {}, 0
+    if ckpt.is_file():
+        ck = load_checkpoint(ckpt)
+        state, cost, per_round, observed, done = (
+            ck["state"],
+            ck["cost"],
+            ck["per_round"],
+            ck["observed"],
+            int(ck["round"]),
+        )
+    stopped = bool(per_round and per_round[-1].get("stop"))
+    for u in range(done + 1, cfg.max_rounds + 1):
+        if stopped:
+            break
+        rnd = ctx.round0 + u
+        retain_pids = sample_clients(sc.seed, rnd, retain_pool, k_retain, purpose=f"{ctx.world}/retain")
+        delta_r, retain_norm, m1 = _retain_round(ctx, state, rnd, retain_pids, exclude)
+        req_pids = sample_clients(sc.seed, rnd, holders, k_req, purpose=f"{ctx.world}/requesters")
+        outs, m2 = _unlearn_round(ctx, state, delta_r, rnd, req_pids, serving, spec)
+        for m in (m1, m2):
+            _add_cost(cost, m)
+        cost["rounds"] += 1
+        if not outs:
+            log.warning("round %d: no requester answered; the request stays pending this round", rnd)
+            per_round.append({"round": rnd, "retain_clients": retain_pids, "requesters": req_pids, "served": False})
+            continue
+        weights = [float(m["num-examples"]) for _, _, m in outs]
+        if spec.start == "reference":
+            new_state = _apply(state, _weighted_mean([_sub(s, state) for _, s, _ in outs], weights))
+        else:
+            delta_f = _weighted_mean([_sub(s, state) for _, s, _ in outs], weights)
+            new_state = _apply(state, delta_r, delta_f)
+        if not observed:  # the first update the server saw from a requester: the inversion attack's target
+            p, s_end, m = outs[0]
+            observed = {
+                "unlearning_update": {
+                    "client": p,
+                    "round": rnd,
+                    "start": state,
+                    "end": s_end,
+                    "steps": int(m["steps"]),
+                    "lr": spec.lr,
+                    "batch_size": spec.forget_batch_size,
+                    "objective": spec.objective,
+                }
+            }
+        forget_norm = float(np.average([m["forget_norm"] for _, _, m in outs], weights=weights))
+        forget_acc = float(np.average([m["forget_acc"] for _, _, m in outs], weights=weights))
+        ratio = forget_norm / retain_norm if retain_norm > 0 else float("inf")
+        stop = (stop_ratio is not None and ratio < stop_ratio) or (stop_acc is not None and forget_acc <= stop_acc)
+        rec = {
+            "round": rnd,
+            "retain_clients": retain_pids,
+            "requesters": [p for p, _, _ in outs],
+            "served": True,
+            "forget_norm": forget_norm,
+            "retain_norm": retain_norm,
+            "norm_ratio": ratio,
+            "requester_forget_acc": forget_acc,
+            "conflicts": int(sum(m["conflicts"] for _, _, m in outs)),
+            "max_inner": float(max(m["max_inner"] for _, _, m in outs)),
+            "stop": bool(stop),
+        }
+        per_round.append(rec)
+        log.info(
+            "[%s] unlearning round %d: norm ratio %.4f, requester forget acc %.3f", ctx.world, rnd, ratio, forget_acc
+        )
+        state = new_state
+        save_checkpoint(ckpt, {"round": u, "state": state, "cost": cost, "per_round": per_round, "observed": observed})
+        stopped = stop
+    if not any(r.get("served") for r in per_round):
+        raise EngineError(f"{ctx.world}: no requester answered in {cfg.max_rounds} unlearning rounds")
+    diagnostics: dict[str, Any] = {"unlearning_rounds": per_round}
+    if cfg.recovery_rounds:
+        first = ctx.round0 + len(per_round) + 1
+        state, meter, hist = _fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")
+        _add_cost(cost, meter, cfg.recovery_rounds)
+        diagnostics["recovery_rounds"] = hist
+    return MethodOutcome(state, cost, diagnostics, observed)
+
+
+def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> MethodOutcome:
+    spec = LocalUnlearnSpec(
+        objective="opc",
+        lambda_=cfg.lambda_,
+        layer=cfg.layer,
+        squared=cfg.squared,
+        constraint={"sum": "none", "project": "project", "ball": "ball"}[cfg.constraint],
+        epsilon=cfg.epsilon,
+        start="global",
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        forget_batch_size=cfg.forget_batch_size,
+    )
+    return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_ratio=cfg.stop_ratio)
+
+
+def serve_fed_ga(ctx: FedContext, requests, cfg: FedGAConfig, start_state) -> MethodOutcome:
+    spec = LocalUnlearnSpec(
+        objective="ga",
+        constraint="none",
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        forget_batch_size=cfg.forget_batch_size,
+        stop_acc=cfg.stop_acc,
+    )
+    return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_acc=cfg.stop_acc)
+
+
+def serve_fed_rl(ctx: FedContext, requests, cfg: FedRLConfig, start_state) -> MethodOutcome:
+    spec = LocalUnlearnSpec(
+        objective="rl",
+        constraint="none",
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        forget_batch_size=cfg.forget_batch_size,
+    )
+    return unlearning_rounds(ctx, requests, cfg, spec, start_state)
+
+
+def serve_pga(ctx: FedContext, requests, cfg: PGAConfig, start_state) -> MethodOutcome:
+    """Halimi et al.: ascent from the other clients' average, kept within ``radius`` of it, then recovery rounds."""
+    radius = cfg.radius
+    if radius is None:
+        # one third of the distance from the reference to a freshly initialised model, as in the paper
+        ref = start_state
+        radius = (
+            float(
+                torch.sqrt(
+                    sum(
+                        ((ref[k].float() - ctx.init_state[k].float()) ** 2).sum()
+                        for k in ref
+                        if ref[k].is_floating_point()
+                    )
+                )
+            )
+            / 3.0
+        )
+    spec = LocalUnlearnSpec(
+        objective="ga",
+        constraint="ball",
+        epsilon=radius,
+        start="reference",
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        forget_batch_size=cfg.forget_batch_size,
+        stop_acc=cfg.stop_acc,
+    )
+    out = unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_acc=cfg.stop_acc)
+    out.diagnostics["radius"] = radius
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# FedEraser
+
+
+def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_state) -> MethodOutcome:
+    """FedEraser (Liu et al., IWQoS 2021): replay the stored rounds with calibration training.
+
+    The server stored every participant's update at rounds 1, 1 + interval, ... of pretraining. Starting from the
+    initial model, for each stored round the remaining participants train ``calibration_ratio`` x the local epochs
+    from the current calibrated model; each calibrated update keeps the stored update's per-tensor norm and takes the
+    new update's direction; their weighted mean moves the calibrated model. Requesters' updates are dropped (client
+    scope) or recomputed without the forgotten data (class / samples scope).
+    """
+    hist = ctx.update_history
+    if not hist:
+        raise EngineError("fed_eraser: no stored client updates from pretraining")
+    sc, sd = ctx.sc, ctx.sd
+    exclude = ctx.served_before + [r.request_id for r in requests]
+    alive = set(remaining_clients(sd, exclude))
+    storage = sum(state_bytes(u) for per in hist.values() for u in per.values())
+    state = ctx.init_state
+    cost = _zero_cost()
+    cost["server_storage_bytes"] = storage
+    epochs = sc.federation.local_epochs * cfg.calibration_ratio
+    pid_of = {n: p for p, n in ctx.node_of.items()}
+    for t in sorted(hist):
+        pids = sorted(p for p in hist[t] if p in alive)
+        if not pids:
+            continue
+        arrays = arrays_from_state(state)
+        config = ConfigRecord(
+            {
+                "server-round": t,
+                "stage": f"{ctx.world}/calibrate",
+                "exclude": exclude,
+                "world": ctx.world,
+                "lr": sc.federation.lr,
+                "epochs": epochs,
+            }
+        )
+        content = RecordDict({"arrays": arrays, "config": config})
+        replies = ctx.grid.send_and_receive(
+            [message(content, ctx.node_of[p], "train", group_id=f"cal{t}") for p in pids],
+            timeout=sc.federation.round_timeout_s,
+        )
+        cost["bytes_down"] += record_bytes(arrays) * len(pids)
+        cost["messages"] += len(pids)
+        cost["rounds"] += 1
+        deltas, weights = [], []
+        for r in sorted((r for r in replies if not r.has_error()), key=lambda r: pid_of[r.metadata.src_node_id]):
+            p = pid_of[r.metadata.src_node_id]
+            m = r.content["metrics"]
+            cost["bytes_up"] += record_bytes(r.content["arrays"])
+            cost["client_samples"] += int(m["samples"])
+            if int(m["num-examples"]) == 0:
+                continue
+            new = _sub(state_from_arrays(r.content["arrays"]), state)
+            old = hist[t][p]
+            cal = {k: new[k] * (old[k].float().norm() / new[k].norm()) if new[k].norm() > 0 else new[k] for k in new}
+            deltas.append(cal)
+            weights.append(float(m["num-examples"]))
+        if deltas:
+            state = _apply(state, _weighted_mean(deltas, weights))
+    return MethodOutcome(state, cost, {"calibrated_rounds": len(hist)})
+
+
+SERVE = {
+    "fed_opc": serve_fed_opc,
+    "fed_retrain": serve_fed_retrain,
+    "fed_finetune": serve_fed_finetune,
+    "fed_eraser": serve_fed_eraser,
+    "pga": serve_pga,
+    "fed_ga": serve_fed_ga,
+    "fed_rl": serve_fed_rl,
+}
