@@ -5,6 +5,10 @@ evaluated after every epoch (epoch e continues from epoch e-1's model; the optim
 epochs, which is the only difference from one run of e epochs). The pretrained model and one retrain reference per
 forget set are trained with the retrain recipe and cached under ``--cache-dir``, so a rerun reuses them.
 
+To fit a 2-core CPU budget, OPC trains on a seeded subsample of ``--retain-subsample`` retain samples (all forget
+samples stay), so a sweep "epoch" is a pass over that subsample, and metrics are computed on seeded subsamples of the
+forget, retain and test sets (``--eval-*``). The retrain reference uses the whole retain set.
+
 Every row holds UA, RA, TA, TA on retained classes, MIA, the forget/retain feature-norm ratio, CKA vs the original and
 vs retrain, the null-space share, collapse diagnostics and the wall time. A proxy, not the attacks: the recovery
 attacks (feature mapping, probes) are the real test of whether forgotten classes can be read back.
@@ -48,11 +52,19 @@ def load(name: str) -> DatasetPair:
 
 def fresh_model(data: DatasetPair, norm: str, width: int, seed: int) -> FeatureModel:
     c = data.train.image_shape[0]
-    return build_model("small_cnn", data.train.num_classes, c, generator=torch_rng(seed, "bench/init"), norm=norm, width=width)
+    return build_model(
+        "small_cnn", data.train.num_classes, c, generator=torch_rng(seed, "bench/init"), norm=norm, width=width
+    )
 
 
 def cached_train(
-    key: str, cache: Path, model: FeatureModel, data: DatasetPair, retain_idx: np.ndarray, cfg: retrain.Config, seed: int
+    key: str,
+    cache: Path,
+    model: FeatureModel,
+    data: DatasetPair,
+    retain_idx: np.ndarray,
+    cfg: retrain.Config,
+    seed: int,
 ) -> tuple[FeatureModel, float]:
     """Train ``model``'s architecture from scratch on ``retain_idx`` (the retrain recipe), cached by ``key``."""
     path = cache / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".pt")
@@ -75,6 +87,10 @@ def cached_train(
     return res.model, wall
 
 
+def subsample(idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return idx if len(idx) <= n else np.sort(rng.choice(idx, size=n, replace=False))
+
+
 def fresh_model_like(model: FeatureModel) -> FeatureModel:
     import copy
 
@@ -91,7 +107,9 @@ def row_metrics(
     y_t = ev.test.labels[ev.test_idx]
     keep = torch.from_numpy(~np.isin(y_t, classes))
     m["TA_retained_classes"] = accuracy_from_logits(out.test_logits[keep], torch.from_numpy(y_t)[keep])
-    m["norm_ratio"] = m["forget_feature_norm"] / m["retain_feature_norm"] if m["retain_feature_norm"] > 0 else float("inf")
+    m["norm_ratio"] = (
+        m["forget_feature_norm"] / m["retain_feature_norm"] if m["retain_feature_norm"] > 0 else float("inf")
+    )
     return m
 
 
@@ -135,6 +153,15 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--forget-batch-size", type=int, default=64)
+    p.add_argument(
+        "--retain-subsample",
+        type=int,
+        default=20000,
+        help="OPC trains on a seeded subsample of this many retain samples (0: all); an epoch is a pass over it",
+    )
+    p.add_argument("--eval-forget", type=int, default=3000, help="forget samples evaluated (seeded subsample)")
+    p.add_argument("--eval-retain", type=int, default=3000, help="retain samples evaluated (seeded subsample)")
+    p.add_argument("--eval-test", type=int, default=5000, help="test samples evaluated (seeded subsample)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "fed_opc" / "bench"))
@@ -152,7 +179,10 @@ def main() -> None:
     ev_all = EvalSet.make(data.train, data.test, all_idx[:0], all_idx, None, seed=args.seed)
     pre_out = model_outputs(pre, ev_all, device="cpu")
     pre_ta = accuracy_from_logits(pre_out.test_logits, data.test.labels)
-    print(f"pretrained {args.dataset} small_cnn norm={args.norm}: TA={pre_ta:.3f} (trained in {pre_wall:.0f} s)")
+    print(
+        f"pretrained {args.dataset} small_cnn norm={args.norm}: TA={pre_ta:.3f} (trained in {pre_wall:.0f} s)",
+        flush=True,
+    )
 
     rows: list[dict] = []
     header = "forget | layer | sq | lambda | ep | " + " | ".join(h for _, h in COLUMNS)
@@ -160,7 +190,19 @@ def main() -> None:
         classes = tuple(int(c) for c in spec.split(","))
         is_f = np.isin(data.train.labels, classes)
         forget_idx, retain_idx = np.flatnonzero(is_f), np.flatnonzero(~is_f)
-        ev = EvalSet.make(data.train, data.test, forget_idx, retain_idx, None, seed=args.seed, forgotten_classes=classes)
+        sub = numpy_rng(args.seed, f"bench/subsample/{spec}")
+        ev_forget = subsample(forget_idx, args.eval_forget, sub)
+        ev_test = subsample(np.arange(len(data.test)), args.eval_test, sub)
+        ev = EvalSet.make(
+            data.train,
+            data.test,
+            ev_forget,
+            retain_idx,
+            ev_test,
+            seed=args.seed,
+            forgotten_classes=classes,
+            max_retain=args.eval_retain,
+        )
         ref, ref_wall = cached_train(f"retrain|{spec}|{arch_key}", cache, template, data, retain_idx, recipe, args.seed)
         original = model_outputs(pre, ev, device="cpu")
         ref_out = model_outputs(ref, ev, device="cpu")
@@ -172,7 +214,8 @@ def main() -> None:
         print(header)
         print(fmt_row(f"{spec} | original |  |  | ", orig_m))
         print(fmt_row(f"{spec} | retrain |  |  | ", ref_row))
-        udata = UnlearnData(data.train, forget_idx, retain_idx)
+        train_retain = subsample(retain_idx, args.retain_subsample, sub) if args.retain_subsample else retain_idx
+        udata = UnlearnData(data.train, forget_idx, train_retain)
         for layer in args.layers:
             for sq in args.squared:
                 for lam in args.lambdas:
@@ -193,7 +236,17 @@ def main() -> None:
                             model = opc.unlearn(model, udata, cfg, generator=gen, device="cpu").model
                         except FloatingPointError as e:  # a diverged run is a result of the sweep, not a crash
                             print(f"{spec} | {layer} | {sq} | {lam} | {ep} | diverged: {e}")
-                            rows.append(base | {"method": "opc", "layer": layer, "squared": sq, "lambda": lam, "epochs": ep, "diverged": True})
+                            rows.append(
+                                base
+                                | {
+                                    "method": "opc",
+                                    "layer": layer,
+                                    "squared": sq,
+                                    "lambda": lam,
+                                    "epochs": ep,
+                                    "diverged": True,
+                                }
+                            )
                             break
                         wall += time.perf_counter() - t0
                         m = row_metrics(model, ev, original, ref_out, ref_m, classes) | {"RTE_s": wall}

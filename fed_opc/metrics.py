@@ -352,3 +352,24 @@ def evaluate_unlearning(
         retrain_metrics=retrain_metrics,
         mia_max_per_class=mia_max_per_class,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# image reconstruction quality (gradient inversion)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image peak signal-to-noise ratio in dB of images ``x`` against references ``y`` (B, C, H, W), both in
+    ``[0, data_range]``; inf for identical images.
+    """
+    mse = ((x.double() - y.double()) ** 2).flatten(1).mean(1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image structural similarity (Wang et al., 2004; Gaussian window 11, sigma 1.5) of ``x`` against ``y``."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(x.double(), y.double(), data_range=data_range, reduction="none").reshape(
+        -1
+    )

@@ -64,7 +64,7 @@ def unlearn(
     ----------
     model : the teacher and the student's starting point (not modified).
     data : forget and retain indices.
-    cfg : hyperparameters; ``max_steps`` caps the steps of each phase.
+    cfg : hyperparameters; ``max_steps`` caps the steps of the whole run.
     generator : shuffles the batches.
     device : where to train.
 
@@ -91,18 +91,24 @@ def unlearn(
             x, y = source.tensors(idx, device)
             yield {"x_forget": x, "y_forget": y}
 
-    def capped(stream):
-        return stream if cfg.max_steps is None else limit(stream, cfg.max_steps)
-
     all_stats: list[LoopStats] = []
+
+    def capped(stream):
+        # max_steps caps the whole run, across phases
+        return stream if cfg.max_steps is None else limit(stream, cfg.max_steps - sum(s.steps for s in all_stats))
+
     diag: dict[str, float] = {}
     for epoch in range(cfg.epochs):
+        if cfg.max_steps is not None and sum(s.steps for s in all_stats) >= cfg.max_steps:
+            break
         if epoch < cfg.max_epochs:
             s = train_loop(student, max_loss, capped(forget_batches()), opt, max_grad_norm=cfg.max_grad_norm)
             all_stats.append(s)
-            diag["max_phase_loss"] = s.mean_loss
+            if s.steps:
+                diag["max_phase_loss"] = s.mean_loss
         retain = supervised_batches(data.train, data.retain_idx, cfg.batch_size, 1.0, generator, device)
         s = train_loop(student, min_loss, capped(retain), opt, max_grad_norm=cfg.max_grad_norm)
         all_stats.append(s)
-        diag["min_phase_loss"] = s.mean_loss
+        if s.steps:
+            diag["min_phase_loss"] = s.mean_loss
     return result(student, all_stats, **diag)

@@ -1,0 +1,187 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fed_opc.data.datasets import load_dataset
+from fed_opc.metrics import (
+    EvalSet,
+    accuracy_from_logits,
+    avg_gap,
+    dead_units_share,
+    evaluate_unlearning,
+    is_collapsed,
+    linear_cka,
+    mean_feature_norm,
+    mia_efficacy,
+    mia_features,
+    model_outputs,
+    n_predicted_classes,
+    nullspace_share,
+    predictive_entropy,
+)
+from fed_opc.models import build_model
+from fed_opc.rng import torch_rng
+
+W = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # row space: the first two axes
+
+
+def test_accuracy_entropy_norms_by_hand():
+    logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [5.0, 0.0]])
+    assert accuracy_from_logits(logits, torch.tensor([0, 0, 0])) == pytest.approx(2 / 3)
+    assert math.isnan(accuracy_from_logits(torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64)))
+    assert predictive_entropy(torch.zeros(1, 4)).item() == pytest.approx(math.log(4))
+    assert predictive_entropy(torch.tensor([[100.0, 0.0]])).item() == pytest.approx(0.0, abs=1e-12)
+    assert mean_feature_norm(torch.tensor([[3.0, 4.0], [0.0, 1.0]])) == pytest.approx(3.0)
+
+
+def test_cka_identity_orthogonal_and_scaling_invariance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=g)
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g))
+    assert linear_cka(x, 3.5 * x @ q) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x @ q, x) == pytest.approx(1.0, abs=1e-9)
+    # an unrelated representation scores far below 1; a mixture in between
+    y = torch.randn(200, 6, generator=g)
+    low = linear_cka(x, y)
+    assert low < 0.2
+    assert low < linear_cka(x, x + y) < 1.0
+    # a constant representation carries no information about the samples
+    assert linear_cka(x, torch.ones(200, 6)) == 0.0
+    with pytest.raises(ValueError):
+        linear_cka(x, x[:10])
+
+
+def test_cka_by_hand_one_dimensional():
+    # 1-d features: CKA is the squared Pearson correlation
+    a = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    b = torch.tensor([[1.0], [3.0], [2.0], [4.0]])
+    r = np.corrcoef(a[:, 0].numpy(), b[:, 0].numpy())[0, 1]
+    assert linear_cka(a, b) == pytest.approx(r**2)
+
+
+def test_nullspace_share_by_hand():
+    assert nullspace_share(torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]), W) == pytest.approx(0.0)
+    assert nullspace_share(torch.tensor([[0.0, 0.0, 3.0]]), W) == pytest.approx(1.0)
+    assert nullspace_share(torch.tensor([[1.0, 0.0, 1.0]]), W) == pytest.approx(0.5)
+    # a rotated head has the same row space rotated: only the energy outside counts
+    w2 = torch.tensor([[1.0, 1.0, 0.0]])  # row space spanned by (1,1,0)/sqrt2
+    assert nullspace_share(torch.tensor([[1.0, -1.0, 0.0]]), w2) == pytest.approx(1.0)
+    assert nullspace_share(torch.tensor([[2.0, 0.0, 0.0]]), w2) == pytest.approx(0.5)
+    assert math.isnan(nullspace_share(torch.zeros(2, 3), W))
+
+
+def test_dead_units_and_predicted_classes():
+    f = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.5]])
+    assert dead_units_share(f) == pytest.approx(0.5)
+    assert dead_units_share(torch.ones(3, 4)) == 0.0
+    assert n_predicted_classes(torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]])) == 2
+
+
+def test_collapse_rule():
+    assert is_collapsed(1, 0.0, 9)
+    assert is_collapsed(2, 0.0, 7)
+    assert not is_collapsed(3, 0.0, 7)
+    assert is_collapsed(9, 0.95, 9)
+    assert not is_collapsed(9, 0.9, 9)
+    assert not is_collapsed(2, 0.0, 2)  # a two-class model predicting both classes is fine
+    assert is_collapsed(1, 0.0, 2)
+
+
+def test_avg_gap_by_hand():
+    m = {"UA": 1.0, "RA": 0.9, "TA": 0.8, "MIA": 0.5}
+    r = {"UA": 0.8, "RA": 1.0, "TA": 0.8, "MIA": 0.9}
+    assert avg_gap(m, r) == pytest.approx((0.2 + 0.1 + 0.0 + 0.4) / 4)
+
+
+def _features(rng, n, conf, ent):
+    return np.stack([rng.normal(conf, 0.03, n), rng.normal(ent, 0.05, n)], 1)
+
+
+def test_mia_separable_members_and_nonmembers():
+    rng = np.random.default_rng(0)
+    member, nonmember = _features(rng, 500, 0.95, 0.2), _features(rng, 500, 0.4, 1.5)
+    like_non = _features(rng, 300, 0.4, 1.5)
+    like_member = _features(rng, 300, 0.95, 0.2)
+    assert mia_efficacy(member, nonmember, like_non, rng=np.random.default_rng(1)) > 0.95
+    assert mia_efficacy(member, nonmember, like_member, rng=np.random.default_rng(1)) < 0.05
+
+
+def test_mia_identical_distributions_near_half():
+    vals = []
+    for s in range(5):
+        rng = np.random.default_rng(s)
+        a, b, t = rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2))
+        vals.append(mia_efficacy(a, b, t, rng=np.random.default_rng(s)))
+    assert 0.35 < np.mean(vals) < 0.65
+
+
+def test_mia_deterministic_and_subsampled():
+    rng = np.random.default_rng(0)
+    member, nonmember = _features(rng, 5000, 0.9, 0.3), _features(rng, 3000, 0.6, 1.0)
+    target = _features(rng, 100, 0.75, 0.6)
+    a = mia_efficacy(member, nonmember, target, rng=np.random.default_rng(3), max_per_class=300)
+    b = mia_efficacy(member, nonmember, target, rng=np.random.default_rng(3), max_per_class=300)
+    assert a == b
+    assert math.isnan(mia_efficacy(member, nonmember, target[:0], rng=np.random.default_rng(3)))
+
+
+def test_mia_features_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    f = mia_features(logits, torch.tensor([1, 0]))
+    assert f[:, 0] == pytest.approx([0.5, 0.75])
+    assert f[0, 1] == pytest.approx(math.log(2))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    data = load_dataset("synthetic", synthetic=(1, 300, 120, 4, 8, 3, 0.25))
+    model = build_model("small_cnn", 4, 3, generator=torch_rng(0, "test/metrics"), width=4)
+    forget = np.flatnonzero(data.train.labels == 0)
+    retain = np.flatnonzero(data.train.labels != 0)
+    return data, model, forget, retain
+
+
+def test_evaluate_unlearning_block(tiny):
+    data, model, forget, retain = tiny
+    ev = EvalSet.make(data.train, data.test, forget, retain, None, seed=0, forgotten_classes=(0,), max_retain=100)
+    assert len(ev.retain_idx) == 100 and set(ev.retain_idx) <= set(retain)
+    ref = model_outputs(model, ev, device="cpu")
+    m = evaluate_unlearning(model, ev, device="cpu", original=ref, retrain=ref)
+    for k in ("UA", "RA", "TA", "TA_forgotten_classes", "MIA", "dead_units_share", "nullspace_share"):
+        assert 0.0 <= m[k] <= 1.0, k
+    assert m["cka_vs_original"] == pytest.approx(1.0) and m["cka_vs_retrain"] == pytest.approx(1.0)
+    assert "avg_gap" not in m  # no retrain metrics given: absent, not None
+    assert all(v is not None for v in m.values())
+    assert m["collapsed"] in (0, 1)
+    assert 1 <= m["n_predicted_classes"] <= 4
+    # the block agrees with the pure functions on the same outputs
+    y_f = torch.from_numpy(data.train.labels[forget])
+    assert m["UA"] == pytest.approx(1 - accuracy_from_logits(ref.forget_logits, y_f))
+    m2 = evaluate_unlearning(model, ev, device="cpu", retrain_metrics=m)
+    assert m2["avg_gap"] == pytest.approx(0.0)
+    assert "cka_vs_original" not in m2
+
+
+def test_eval_set_retain_subsample_is_seeded(tiny):
+    data, _, forget, retain = tiny
+    a = EvalSet.make(data.train, data.test, forget, retain, None, seed=5, max_retain=50)
+    b = EvalSet.make(data.train, data.test, forget, retain, None, seed=5, max_retain=50)
+    c = EvalSet.make(data.train, data.test, forget, retain, None, seed=6, max_retain=50)
+    assert np.array_equal(a.retain_idx, b.retain_idx)
+    assert not np.array_equal(a.retain_idx, c.retain_idx)
+
+
+def test_psnr_and_ssim_by_hand():
+    from fed_opc.metrics import psnr, ssim
+
+    ref = torch.zeros(2, 3, 16, 16)
+    noisy = ref + 0.1  # mse 0.01 -> 20 dB
+    assert psnr(noisy, ref).tolist() == pytest.approx([20.0, 20.0])
+    assert math.isinf(float(psnr(ref, ref)[0]))
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, 16, 16, generator=g)
+    assert ssim(img, img).tolist() == pytest.approx([1.0, 1.0])
+    assert (ssim(torch.rand(2, 3, 16, 16, generator=g), img) < 0.5).all()
