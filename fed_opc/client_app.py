@@ -17,6 +17,8 @@ shared arrays are loaded once per process.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -168,6 +170,11 @@ def handle_unlearn(sc, msg: Message, context: Context) -> Message:
     model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
     delta_r = state_from_arrays(msg.content["retain_update"]) if "retain_update" in msg.content.array_records else None
     spec = LocalUnlearnSpec.from_config(cfg)
+    if "ref_class_acc" in cfg and len(forget_idx):
+        # The server's per-class accuracy of the current global model on its held-out data: forgetting should bring
+        # this client's forget accuracy down to what the federation achieves on data it never trained on, not below.
+        ref = np.asarray(list(cfg["ref_class_acc"]), dtype=np.float64)
+        spec = dataclasses.replace(spec, stop_acc=float(ref[sd.data.train.labels[forget_idx]].mean()))
     rng = numpy_rng(sc.seed, f"client_unlearn/{world}", rnd, pid)
     res = local_unlearn(
         model,

@@ -48,7 +48,7 @@ class LocalUnlearnSpec:
     epochs: float = 1.0
     batch_size: int = 32
     forget_batch_size: int = 32
-    stop_acc: float = -1.0  # stop local steps once the forget-batch accuracy is <= this (negative: never)
+    stop_acc: float = -1.0  # no steps / stop once the forget accuracy is <= this (negative: never); see local_unlearn
     max_steps: int = 0  # 0: no cap
 
     def to_config(self) -> dict[str, Any]:
@@ -139,7 +139,13 @@ def local_unlearn(
             for (p, _), c in zip(pairs, center):
                 p.copy_(c + (p - c) * scale)
 
-    last_acc = [1.0]
+    forget_idx = np.asarray(forget_idx, dtype=np.int64)
+    acc_before = None
+    if spec.stop_acc >= 0:
+        # already at or below the target: nothing to unlearn this round
+        logits0 = predict(model, forget_data, forget_idx[:512], device=device)
+        acc_before = float((logits0.argmax(1) == torch.from_numpy(forget_data.labels[forget_idx[:512]])).float().mean())
+    last_acc = [1.0 if acc_before is None else acc_before]
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
 
@@ -158,7 +164,9 @@ def local_unlearn(
             loss = random_label_loss(m, batch)
         if spec.stop_acc >= 0:
             with torch.no_grad():
-                last_acc[0] = float((m(batch["x_forget"]).argmax(1) == batch["y_forget"]).float().mean())
+                acc = float((m(batch["x_forget"]).argmax(1) == batch["y_forget"]).float().mean())
+            # a moving average of batch accuracies: one small batch is too noisy to stop on
+            last_acc[0] = 0.7 * last_acc[0] + 0.3 * acc
         return loss
 
     retain_idx = np.asarray(retain_idx, dtype=np.int64) if spec.objective != "ga" else np.zeros(0, dtype=np.int64)
@@ -178,6 +186,8 @@ def local_unlearn(
     def stop(stats) -> bool:
         return (spec.stop_acc >= 0 and last_acc[0] <= spec.stop_acc) or (0 < spec.max_steps <= stats.steps)
 
+    if acc_before is not None and acc_before <= spec.stop_acc:
+        batches = iter(())
     stats = train_loop(
         model,
         loss_fn,
@@ -197,7 +207,9 @@ def local_unlearn(
         "forget_acc": float((logits.argmax(1) == forget_y).float().mean()) if len(feats) else 0.0,
         "conflicts": int(conflicts[0]),
         "max_inner": float(max(inner)) if inner else 0.0,
-        "loss": float(stats.mean_loss),
+        "loss": float(stats.mean_loss) if stats.steps else 0.0,
+        "forget_acc_before": float(acc_before) if acc_before is not None else -1.0,
+        "stop_acc": float(spec.stop_acc),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return LocalUnlearnResult(state, metrics, inner)

@@ -224,7 +224,14 @@ def _retain_round(ctx: FedContext, state, rnd: int, pids: list[int], exclude: li
 
 
 def _unlearn_round(
-    ctx: FedContext, state, delta_r, rnd: int, pids: list[int], serving: list[str], spec: LocalUnlearnSpec
+    ctx: FedContext,
+    state,
+    delta_r,
+    rnd: int,
+    pids: list[int],
+    serving: list[str],
+    spec: LocalUnlearnSpec,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[int, dict, dict]], dict]:
     """``train.unlearn`` to each requester in ``pids``; returns [(pid, local state, metrics)] and the cost meter."""
     arrays = arrays_from_state(state)
@@ -232,6 +239,7 @@ def _unlearn_round(
     cfg = ConfigRecord(
         {"server-round": rnd, "world": ctx.world, "exclude": list(ctx.served_before), "serving": serving}
         | spec.to_config()
+        | (extra or {})
     )
     content = RecordDict({"arrays": arrays, "retain_update": dr, "config": cfg})
     msgs = [message(content, ctx.node_of[p], "train.unlearn", group_id=str(rnd)) for p in pids]
@@ -258,6 +266,29 @@ def _unlearn_round(
     return out, meter
 
 
+def per_class_test_accuracy(ctx: FedContext, state: dict[str, torch.Tensor]) -> list[float]:
+    """The server's held-out accuracy of ``state`` per class (its own evaluation data; no client data involved)."""
+    from fed_opc.client_app import new_model
+    from fed_opc.train import predict
+
+    sd = ctx.sd
+    model = new_model(ctx.sc, sd)
+    model.load_state_dict(state, strict=True)
+    pred = predict(model, sd.data.test, sd.test_idx).argmax(1).numpy()
+    y = sd.data.test.labels[sd.test_idx]
+    return [float((pred[y == c] == c).mean()) if (y == c).any() else 0.0 for c in range(sd.data.test.num_classes)]
+
+
+def stop_rule_for(request: ForgetSplit, rule: str) -> str:
+    """``auto``: contract to the norm-ratio threshold when a class is removed from every client; otherwise (a client's
+    data, some samples, one client's share of a class: data the rest of the federation still represents) stop once the
+    requester's forget accuracy reaches the server's held-out accuracy on those classes (``reference_acc``).
+    """
+    if rule != "auto":
+        return rule
+    return "norm_ratio" if request.scope == "class" and len(request.clients) > 1 else "reference_acc"
+
+
 def unlearning_rounds(
     ctx: FedContext,
     requests: Sequence[ForgetSplit],
@@ -267,59 +298,66 @@ def unlearning_rounds(
     *,
     stop_ratio: float | None = None,
     stop_acc: float | None = None,
+    stop_rule: str = "none",
 ) -> MethodOutcome:
-    """Run unlearning rounds until the stopping rule or ``cfg.max_rounds``, then ``cfg.recovery_rounds`` of FedAvg.
+    """Serve ``requests`` one after another with unlearning rounds, then ``cfg.recovery_rounds`` of FedAvg.
 
-    The new global model after a round is ``theta + delta_r + delta_f`` (``delta_f``: the requesters' mean change,
-    weighted by forget-set size) when the requester started from ``theta``, and the requesters' mean model when it
-    started from the retain reference ``theta + delta_r`` (``spec.start == "reference"``).
+    For each request: rounds until its stopping rule holds or ``cfg.max_rounds`` rounds were served (a round in which
+    no requester answered is retried, up to 3 times in a row). The new global model after a round is
+    ``theta + delta_r + delta_f`` (``delta_f``: the requesters' mean change, weighted by forget-set size) when the
+    requester started from ``theta``, and the requesters' mean model when it started from the retain reference
+    ``theta + delta_r`` (``spec.start == "reference"``).
+
+    Stopping rules: ``stop_ratio`` (forget / retain feature norm below it), ``stop_acc`` (requester's forget accuracy
+    at or below it), and ``stop_rule`` ``norm_ratio`` / ``reference_acc`` / ``auto`` (see :func:`stop_rule_for`).
     """
     sc, sd = ctx.sc, ctx.sd
-    serving = [r.request_id for r in requests]
-    exclude = ctx.served_before + serving
-    holders = requesters(requests)
-    retain_pool = [
-        p for p in remaining_clients(sd, exclude) if not any(r.scope == "client" and p in r.clients for r in requests)
-    ]
     k_retain = cfg.retain_clients or sc.federation.clients_per_round
     k_req = cfg.max_requesters or sc.federation.clients_per_round
-    ckpt = ctx.ckpt_dir / f"{ctx.world}.unlearn.ckpt"
-    state, cost, per_round, observed, done = start_state, _zero_cost(), [], {}, 0
-    if ckpt.is_file():
-        ck = load_checkpoint(ckpt)
-        state, cost, per_round, observed, done = (
-            ck["state"],
-            ck["cost"],
-            ck["per_round"],
-            ck["observed"],
-            int(ck["round"]),
-        )
-    stopped = bool(per_round and per_round[-1].get("stop"))
-    for u in range(done + 1, cfg.max_rounds + 1):
-        if stopped:
-            break
-        rnd = ctx.round0 + u
-        retain_pids = sample_clients(sc.seed, rnd, retain_pool, k_retain, purpose=f"{ctx.world}/retain")
-        delta_r, retain_norm, m1 = _retain_round(ctx, state, rnd, retain_pids, exclude)
-        req_pids = sample_clients(sc.seed, rnd, holders, k_req, purpose=f"{ctx.world}/requesters")
-        outs, m2 = _unlearn_round(ctx, state, delta_r, rnd, req_pids, serving, spec)
-        for m in (m1, m2):
-            _add_cost(cost, m)
-        cost["rounds"] += 1
-        if not outs:
-            log.warning("round %d: no requester answered; the request stays pending this round", rnd)
-            per_round.append({"round": rnd, "retain_clients": retain_pids, "requesters": req_pids, "served": False})
-            continue
-        weights = [float(m["num-examples"]) for _, _, m in outs]
-        if spec.start == "reference":
-            new_state = _apply(state, _weighted_mean([_sub(s, state) for _, s, _ in outs], weights))
-        else:
+    state, cost = start_state, _zero_cost()
+    diagnostics: dict[str, Any] = {"unlearning_rounds": []}
+    observed: dict[str, Any] = {}
+    served_in_group: list[str] = []
+    rnd = ctx.round0
+    for req in requests:
+        exclude = ctx.served_before + served_in_group + [req.request_id]
+        retain_pool = [p for p in remaining_clients(sd, exclude) if not (req.scope == "client" and p in req.clients)]
+        rule = stop_rule_for(req, stop_rule)
+        ckpt = ctx.ckpt_dir / f"{ctx.world}.{req.request_id}.unlearn.ckpt"
+        per_round: list[dict[str, Any]] = []
+        served = failed_streak = 0
+        if ckpt.is_file():
+            ck = load_checkpoint(ckpt)
+            state, cost, per_round, observed, rnd = ck["state"], ck["cost"], ck["per_round"], ck["observed"], ck["rnd"]
+            served = sum(1 for r in per_round if r["served"])
+        stopped = bool(per_round and per_round[-1].get("stop"))
+        while not stopped and served < cfg.max_rounds:
+            rnd += 1
+            retain_pids = sample_clients(sc.seed, rnd, retain_pool, k_retain, purpose=f"{ctx.world}/retain")
+            delta_r, retain_norm, m1 = _retain_round(ctx, state, rnd, retain_pids, exclude)
+            req_pids = sample_clients(sc.seed, rnd, list(req.clients), k_req, purpose=f"{ctx.world}/requesters")
+            round_spec, extra = spec, {}
+            if rule == "reference_acc":
+                extra["ref_class_acc"] = per_class_test_accuracy(ctx, state)
+            outs, m2 = _unlearn_round(ctx, state, delta_r, rnd, req_pids, [req.request_id], round_spec, extra)
+            for m in (m1, m2):
+                _add_cost(cost, m)
+            cost["rounds"] += 1
+            if not outs:
+                failed_streak += 1
+                log.warning("round %d: no requester of %s answered; retrying next round", rnd, req.request_id)
+                per_round.append({"round": rnd, "request": req.request_id, "requesters": req_pids, "served": False})
+                if failed_streak >= 3:
+                    raise EngineError(f"{ctx.world}: no requester of {req.request_id} answered in 3 rounds in a row")
+                continue
+            failed_streak = 0
+            served += 1
+            weights = [float(m["num-examples"]) for _, _, m in outs]
             delta_f = _weighted_mean([_sub(s, state) for _, s, _ in outs], weights)
-            new_state = _apply(state, delta_r, delta_f)
-        if not observed:  # the first update the server saw from a requester: the inversion attack's target
-            p, s_end, m = outs[0]
-            observed = {
-                "unlearning_update": {
+            new_state = _apply(state, delta_f) if spec.start == "reference" else _apply(state, delta_r, delta_f)
+            if req.request_id not in observed:  # the first update the server saw: the inversion attack's target
+                p, s_end, m = outs[0]
+                observed[req.request_id] = {
                     "client": p,
                     "round": rnd,
                     "start": state,
@@ -328,37 +366,57 @@ def unlearning_rounds(
                     "lr": spec.lr,
                     "batch_size": spec.forget_batch_size,
                     "objective": spec.objective,
+                    "n_forget": int(m["num-examples"]),
+                    "layer": spec.layer,
+                    "lambda": spec.lambda_,
                 }
+            forget_norm = float(np.average([m["forget_norm"] for _, _, m in outs], weights=weights))
+            forget_acc = float(np.average([m["forget_acc"] for _, _, m in outs], weights=weights))
+            ratio = forget_norm / retain_norm if retain_norm > 0 else float("inf")
+            target = float(np.average([m["stop_acc"] for _, _, m in outs], weights=weights))
+            steps = int(sum(m["steps"] for _, _, m in outs))
+            stop = (
+                (stop_ratio is not None and rule in ("norm_ratio", "none") and ratio < stop_ratio)
+                or (stop_acc is not None and forget_acc <= stop_acc)
+                or (rule == "reference_acc" and (forget_acc <= target or steps == 0))
+            )
+            rec = {
+                "round": rnd,
+                "request": req.request_id,
+                "stop_rule": rule,
+                "retain_clients": retain_pids,
+                "requesters": [p for p, _, _ in outs],
+                "served": True,
+                "forget_norm": forget_norm,
+                "retain_norm": retain_norm,
+                "norm_ratio": ratio,
+                "requester_forget_acc": forget_acc,
+                "local_steps": steps,
+                "conflicts": int(sum(m["conflicts"] for _, _, m in outs)),
+                "max_inner": float(max(m["max_inner"] for _, _, m in outs)),
+                "stop": bool(stop),
             }
-        forget_norm = float(np.average([m["forget_norm"] for _, _, m in outs], weights=weights))
-        forget_acc = float(np.average([m["forget_acc"] for _, _, m in outs], weights=weights))
-        ratio = forget_norm / retain_norm if retain_norm > 0 else float("inf")
-        stop = (stop_ratio is not None and ratio < stop_ratio) or (stop_acc is not None and forget_acc <= stop_acc)
-        rec = {
-            "round": rnd,
-            "retain_clients": retain_pids,
-            "requesters": [p for p, _, _ in outs],
-            "served": True,
-            "forget_norm": forget_norm,
-            "retain_norm": retain_norm,
-            "norm_ratio": ratio,
-            "requester_forget_acc": forget_acc,
-            "conflicts": int(sum(m["conflicts"] for _, _, m in outs)),
-            "max_inner": float(max(m["max_inner"] for _, _, m in outs)),
-            "stop": bool(stop),
-        }
-        per_round.append(rec)
-        log.info(
-            "[%s] unlearning round %d: norm ratio %.4f, requester forget acc %.3f", ctx.world, rnd, ratio, forget_acc
-        )
-        state = new_state
-        save_checkpoint(ckpt, {"round": u, "state": state, "cost": cost, "per_round": per_round, "observed": observed})
-        stopped = stop
-    if not any(r.get("served") for r in per_round):
-        raise EngineError(f"{ctx.world}: no requester answered in {cfg.max_rounds} unlearning rounds")
-    diagnostics: dict[str, Any] = {"unlearning_rounds": per_round}
+            if rule == "reference_acc":
+                rec["target_acc"] = target
+            per_round.append(rec)
+            log.info(
+                "[%s] %s round %d: norm ratio %.4f, requester forget acc %.3f (%d local steps)",
+                ctx.world,
+                req.request_id,
+                rnd,
+                ratio,
+                forget_acc,
+                steps,
+            )
+            state = new_state
+            save_checkpoint(
+                ckpt, {"rnd": rnd, "state": state, "cost": cost, "per_round": per_round, "observed": observed}
+            )
+            stopped = stop
+        diagnostics["unlearning_rounds"] += per_round
+        served_in_group.append(req.request_id)
     if cfg.recovery_rounds:
-        first = ctx.round0 + len(per_round) + 1
+        first = rnd + 1
         state, meter, hist = _fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")
         _add_cost(cost, meter, cfg.recovery_rounds)
         diagnostics["recovery_rounds"] = hist
@@ -380,7 +438,7 @@ def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> 
         batch_size=cfg.batch_size,
         forget_batch_size=cfg.forget_batch_size,
     )
-    return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_ratio=cfg.stop_ratio)
+    return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_ratio=cfg.stop_ratio, stop_rule=cfg.stop_rule)
 
 
 def serve_fed_ga(ctx: FedContext, requests, cfg: FedGAConfig, start_state) -> MethodOutcome:

@@ -49,6 +49,7 @@ class FedOPCConfig(RoundsConfig):
     constraint: Literal["sum", "project", "ball"] = "project"
     epsilon: float = field(default=1.0, metadata=bounds(gt=0))
     stop_ratio: float = field(default=0.1, metadata=bounds(gt=0))
+    stop_rule: Literal["auto", "norm_ratio", "reference_acc"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ def unlearn_calls(monkeypatch):
 
 def test_unlearn_message_reaches_only_the_requester(tmp_path, unlearn_calls):
     raw = scenario(["fed_opc", "fed_ga"])
-    raw["unlearning"]["fed_opc"] = {"max_rounds": 2, "stop_ratio": 1e-6}
+    raw["unlearning"]["fed_opc"] = {"max_rounds": 2, "stop_ratio": 1e-6, "stop_rule": "norm_ratio"}
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     assert unlearn_calls and {pid for pid, _ in unlearn_calls} == {1}
     assert [w for _, w in unlearn_calls].count("fed_opc") == 2
