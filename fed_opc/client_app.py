@@ -18,6 +18,7 @@ shared arrays are loaded once per process.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import torch
@@ -200,6 +201,28 @@ def handle_unlearn(sc, msg: Message, context: Context) -> Message:
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
+class InjectedFault(RuntimeError):
+    """A failure the scenario's ``faults`` asked for."""
+
+
+def inject_faults(sc, msg: Message, context: Context) -> None:
+    """Fail as ``faults`` says: ``crash`` raises (the reply becomes an error); ``die`` ends the client's process.
+
+    ``die`` only ends a Ray actor process; on the in-process engine it raises like ``crash`` (ending the process would
+    end the whole simulation).
+    """
+    if not (sc.faults.crash or sc.faults.die):
+        return
+    cfg = _config(msg)
+    rnd, world, pid = int(cfg.get("server-round", -1)), str(cfg.get("world", "main")), partition_id(context)
+    for kind in ("die", "crash"):
+        for f in getattr(sc.faults, kind):
+            if f.client == pid and f.round == rnd and f.world in (None, world):
+                if kind == "die" and sc.federation.backend == "ray":
+                    os._exit(17)
+                raise InjectedFault(f"injected {kind} of client {pid} in round {rnd} ({world})")
+
+
 def make_client_app(sc) -> ClientApp:
     """The ``ClientApp`` for scenario ``sc`` (closes over it: ``run_simulation`` leaves ``run_config`` empty)."""
     app = ClientApp()
@@ -210,10 +233,12 @@ def make_client_app(sc) -> ClientApp:
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
+        inject_faults(sc, msg, context)
         return handle_train(sc, msg, context)
 
     @app.train("unlearn")
     def _unlearn(msg: Message, context: Context) -> Message:
+        inject_faults(sc, msg, context)
         return handle_unlearn(sc, msg, context)
 
     @app.evaluate()

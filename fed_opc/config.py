@@ -139,6 +139,21 @@ class AttacksConfig:
 
 
 @dataclass(frozen=True)
+class FaultSpec:
+    client: int = field(metadata=bounds(ge=0))
+    round: int = field(metadata=bounds(ge=1))
+    world: str | None = None  # "main" (pretraining), a method name, or null for any
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """Injected client failures, for testing robustness: ``crash`` raises in the client; ``die`` ends its process."""
+
+    crash: tuple[FaultSpec, ...] = ()
+    die: tuple[FaultSpec, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     dir: str | None = None
 
@@ -156,6 +171,7 @@ class Scenario:
     unlearning: UnlearningConfig = UnlearningConfig()
     attacks: AttacksConfig = AttacksConfig()
     output: OutputConfig = OutputConfig()
+    faults: FaultsConfig = FaultsConfig()
     path: str | None = field(default=None, compare=False)
 
     @property
@@ -236,6 +252,12 @@ def _cross_checks(sc: Scenario, check_environment: bool, base_dir: Path | None) 
         raise ConfigError(
             "data.max_samples", f"expected int >= data.num_clients ({d.num_clients}), got {d.max_samples}"
         )
+    for kind in ("crash", "die"):
+        for i, f in enumerate(getattr(sc.faults, kind)):
+            if f.client >= d.num_clients:
+                raise ConfigError(
+                    f"faults.{kind}[{i}].client", f"expected a client id in 0..{d.num_clients - 1}, got {f.client}"
+                )
     ids = sc.request_ids()
     for i, r in enumerate(sc.requests):
         where = f"requests[{i}]"
@@ -290,6 +312,9 @@ def parse_scenario(raw: Any, *, path: str | None = None, check_environment: bool
             raise ConfigError("", f"expected a mapping of scenario keys at the top level, got {type(raw).__name__}")
         _check_partition_keys(raw)
         raw = dict(raw)
+        faults = raw.get("faults")
+        if isinstance(faults, dict):  # a single fault may be written as a mapping instead of a one-item list
+            raw["faults"] = {k: [v] if isinstance(v, dict) else v for k, v in faults.items()}
         unlearning = _unlearning(raw.pop("unlearning", None))
         if "path" in raw:
             raise ConfigError("path", "unknown key")

@@ -97,13 +97,21 @@ def requesters(requests: Sequence[ForgetSplit]) -> list[int]:
 
 
 def _zero_cost() -> dict[str, float]:
-    return {"rounds": 0, "client_samples": 0, "bytes_up": 0, "bytes_down": 0, "server_storage_bytes": 0, "messages": 0}
+    return {
+        "rounds": 0,
+        "client_samples": 0,
+        "bytes_up": 0,
+        "bytes_down": 0,
+        "server_storage_bytes": 0,
+        "messages": 0,
+        "failures": 0,
+    }
 
 
 def _add_cost(cost: dict[str, float], meter: dict[str, int], rounds: int = 0) -> None:
     cost["rounds"] += rounds
-    for k in ("client_samples", "bytes_up", "bytes_down", "messages"):
-        cost[k] += int(meter.get(k, 0))
+    for k in ("client_samples", "bytes_up", "bytes_down", "messages", "failures"):
+        cost[k] = cost.get(k, 0) + int(meter.get(k, 0))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -388,7 +388,10 @@ def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Pat
         if m == fed_ref:
             metrics["avg_gap"] = 0.0
         metrics = {"RTE_s": float(o.cost.get("wall_s", 0.0))} | metrics
-        cost = {k: o.cost[k] for k in ("rounds", "client_samples", "bytes_up", "bytes_down", "server_storage_bytes")}
+        cost = {
+            k: o.cost.get(k, 0)
+            for k in ("rounds", "client_samples", "bytes_up", "bytes_down", "server_storage_bytes", "failures")
+        }
         results["methods"][m] = {"setting": "federated", "metrics": metrics, "cost": cost}
         if o.diagnostics:
             results["methods"][m]["diagnostics"] = o.diagnostics
@@ -434,6 +437,7 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
             "bytes_down": 0,
             "server_storage_bytes": 0,
             "messages": 0,
+            "failures": 0,
         }
         diagnostics: dict[str, Any] = {}
         observed: dict[str, Any] = {}
@@ -455,7 +459,7 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
                 cont = FedContext(grid, sc, sd, node_of, m, list(served), rnd, ck, init_state, rounds, history)
                 state, meter, _ = _fedavg_world(cont, [], state, rnd + 1, nxt, f"continue{rnd}")
                 total["rounds"] += nxt - rnd
-                for k in ("client_samples", "bytes_up", "bytes_down", "messages"):
+                for k in ("client_samples", "bytes_up", "bytes_down", "messages", "failures"):
                     total[k] += meter.get(k, 0)
         total["wall_s"] = time.perf_counter() - t0
         outcomes[m] = MethodOutcome(state, total, diagnostics, observed)
