@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _quiet_environment() -> None:
@@ -22,6 +23,8 @@ def simulate_parser(prog: str = "simulate.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Run a fed-opc scenario and write its run directory.")
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--out", help="run directory (default: output.dir of the scenario, else runs/<name>)")
+    p.add_argument("--seeds", type=int, nargs="+", help="run once per seed (one seed_<s>/ folder each) and summarise")
+    p.add_argument("--methods", nargs="+", help="override unlearning.methods")
     p.add_argument("--resume", action="store_true", help="continue a killed or interrupted run from its checkpoints")
     p.add_argument("--no-cache", action="store_true", help="do not read or fill the pretraining cache")
     p.add_argument("--backend", choices=["ray", "inprocess"], help="override federation.backend")
@@ -41,19 +44,40 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
     import dataclasses
 
     from fed_opc.checkpoint import CheckpointError
-    from fed_opc.config import ConfigError, load_scenario
+    from fed_opc.config import ConfigError, load_scenario, parse_scenario, scenario_to_dict
     from fed_opc.data import DataError, PartitionError
     from fed_opc.flower import EngineError
-    from strategies.run import RunDirError, simulate
+    from strategies.run import RunDirError, default_out_dir, simulate
 
     try:
         sc = load_scenario(args.scenario)
         if args.backend:
             sc = dataclasses.replace(sc, federation=dataclasses.replace(sc.federation, backend=args.backend))
+        if args.methods:
+            raw = scenario_to_dict(sc)
+            raw["unlearning"]["methods"] = list(args.methods)
+            sc = parse_scenario(raw, path=args.scenario)
+        if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
+            raise ConfigError("--seeds", f"a seed is listed twice: {args.seeds}", args.scenario)
+        if args.seeds is not None and any(s < 0 for s in args.seeds):
+            raise ConfigError("--seeds", f"expected ints >= 0, got {args.seeds}", args.scenario)
     except ConfigError as e:
         return _fail(str(e), 2)
     try:
-        result = simulate(sc, args.out, resume=args.resume, use_cache=not args.no_cache, progress=not args.no_progress)
+        kw = {"resume": args.resume, "use_cache": not args.no_cache, "progress": not args.no_progress}
+        if args.seeds is None:
+            result = simulate(sc, args.out, **kw)
+        else:
+            from strategies.summary import write_summary
+
+            out = Path(args.out) if args.out else default_out_dir(sc)
+            runs = []
+            for seed in args.seeds:
+                print(f"seed {seed}", file=sys.stderr)
+                runs.append(simulate(dataclasses.replace(sc, seed=seed), out / f"seed_{seed}", **kw))
+            write_summary(out, [r.results for r in runs])
+            result = runs[-1]
+            result.out_dir = out
     except (DataError, PartitionError, RunDirError) as e:
         return _fail(f"{args.scenario}: {e}", 2)
     except CheckpointError as e:

@@ -227,6 +227,9 @@ def simulate(
         result = _run(sc, sd, out, use_cache=use_cache, progress=progress)
         result.results["wall_s"] = time.perf_counter() - t0
         write_json(out / "results.json", result.results)
+        from strategies.report import write_report
+
+        write_report(out, result.results, scenario_to_dict(sc))
         log.info("done in %.1f s", result.results["wall_s"])
     return result
 
