@@ -1,0 +1,256 @@
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fed_opc.attacks import RECOVERY, AttackerSamples, RecoveryOutput, SampleSet, ServerView, run_recovery, score
+from fed_opc.attacks.recovery import Config, floor_ua
+from fed_opc.data.datasets import load_dataset
+from fed_opc.losses import cross_entropy
+from fed_opc.models import FeatureModel, build_model, init_weights
+from fed_opc.rng import numpy_rng, torch_rng
+from fed_opc.train import OptimConfig, accuracy, make_optimizer, predict, supervised_batches, train_loop
+
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # These models are tiny: a second thread buys nothing and, on a busy machine, its spin-waits cost a lot.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    # 4 balanced classes of 8x8 RGB images: every class has exactly n/4 samples in each split.
+    return load_dataset("synthetic", synthetic=(0, 400, 400, NUM_CLASSES, 8, 3, 0.25))
+
+
+def split(pair, forgotten):
+    """Forget = training samples of the forgotten classes; calibration = 150 test samples (public data the server
+    holds, of every class); the attacker's labelled samples: the other test samples."""
+    tr, te = pair.train, pair.test
+    forget = SampleSet(tr, np.flatnonzero(np.isin(tr.labels, forgotten)))
+    cal = SampleSet(te, np.arange(150))
+    rest = np.arange(150, len(te))
+    aux = AttackerSamples(te, rest[np.isin(te.labels[rest], forgotten)], rest[~np.isin(te.labels[rest], forgotten)])
+    return forget, cal, aux
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """A small CNN trained on every class (UA on any class well below 1)."""
+    return train(cnn(1, width=8), data, np.arange(len(data.train)), 150)
+
+
+def cnn(seed, width=4):
+    return build_model("small_cnn", NUM_CLASSES, 3, generator=torch_rng(seed, "test_model"), width=width)
+
+
+def zeroed(model):
+    """A copy whose features are exactly zero for every input (the last conv's weights and bias set to 0)."""
+    m = copy.deepcopy(model)
+    last = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    return m
+
+
+def reencoded(model, seed=0):
+    """A copy whose features are an invertible affine transform of the original's (and with a fresh head)."""
+    d = model.feature_dim
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    mix = nn.Linear(d, d)
+    with torch.no_grad():
+        mix.weight.copy_(q * torch.linspace(0.5, 3.0, d))  # orthogonal times a spread of scales: well conditioned
+        mix.bias.copy_(torch.randn(d, generator=g))
+    head = init_weights(nn.Linear(d, NUM_CLASSES), torch.Generator().manual_seed(seed + 1))
+    return FeatureModel(nn.Sequential(copy.deepcopy(model.body), mix), head)
+
+
+class CoarsePixels(nn.Module):
+    """Features = 4x4 block means of the image: the synthetic classes' prototypes are constant on such blocks, so
+    these features separate the classes well."""
+
+    def forward(self, x):
+        return nn.functional.avg_pool2d(x, 4).flatten(1)
+
+
+def pixel_model():
+    return init_weights(FeatureModel(CoarsePixels(), nn.Linear(12, NUM_CLASSES)), torch.Generator().manual_seed(0))
+
+
+def ua(model, s: SampleSet):
+    return 1.0 - accuracy(model, s.data, s.idx)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_registry_holds_the_contract_names():
+    assert set(RECOVERY) == {"fm", "hr", "probe", "forget_probe", "prototype", "relearn"}
+
+
+def test_floor_ua_is_one_minus_the_largest_share():
+    assert floor_ua(np.array([0, 0, 1, 2])) == 0.5
+    assert floor_ua(np.array([3, 3, 3])) == 0.0
+    with pytest.raises(ValueError):
+        floor_ua(np.array([], dtype=np.int64))
+
+
+def test_score_reads_the_restricted_argmax(data):
+    forget, _, _ = split(data, [0, 1])
+
+    def predictor(x):
+        # Always class 2 (not forgotten); among the forgotten classes, class 0 scores higher than class 1.
+        return torch.tensor([[1.0, 0.0, 5.0, -1.0]]).expand(len(x), -1)
+
+    out = score(RecoveryOutput(predict=predictor, restrict_to=(0, 1)), forget)
+    assert out["UA"] == 1.0
+    assert out["UA_restricted"] == 0.5  # forget set balanced over classes 0 and 1
+    assert out["floor_UA"] == 0.5
+    p = torch.softmax(torch.tensor([1.0, 0.0, 5.0, -1.0]).double(), 0)
+    assert out["entropy"] == pytest.approx(float(-(p * p.log()).sum()))
+    # one forgotten class: the restricted read-out is always right, so it is not reported
+    assert "UA_restricted" not in score(RecoveryOutput(predict=predictor, restrict_to=(0,)), forget)
+
+
+def test_fm_recovers_an_invertible_reencoding_exactly(data, trained):
+    forget, cal, _ = split(data, [0, 1])
+    original = trained
+    view = ServerView(original=original, unlearned=reencoded(original), calibration=cal, forgotten_classes=(0, 1))
+    out = RECOVERY["fm"](view, Config(), "cpu")
+    x, _ = forget.tensors()
+    assert torch.equal(out.predict(x).argmax(1), predict(original, forget.data, forget.idx).argmax(1))
+    res = run_recovery(view, ["fm"], forget)
+    assert res["fm"]["UA"] == ua(original, forget)
+    # the unlearned model's own head reads the re-encoded features differently
+    assert ua(original, forget) <= 0.2
+    assert ua(view.unlearned, forget) >= 0.4
+
+
+def test_hr_recovers_an_invertible_reencoding(data, trained):
+    forget, cal, _ = split(data, [0, 1])
+    original = trained
+    view = ServerView(original=original, unlearned=reencoded(original), calibration=cal, forgotten_classes=(0, 1))
+    out = RECOVERY["hr"](view, Config(logistic_c=100.0), "cpu")
+    x, _ = forget.tensors()
+    agree = (out.predict(x).argmax(1) == predict(original, forget.data, forget.idx).argmax(1)).double().mean()
+    assert agree >= 0.9
+    res = run_recovery(view, ["hr"], forget, settings=Config(logistic_c=100.0))
+    assert abs(res["hr"]["UA"] - ua(original, forget)) <= 0.1
+
+
+@pytest.mark.parametrize("name", ["fm", "hr"])
+def test_training_free_attacks_on_zero_features_score_the_floor(data, trained, name):
+    forget, cal, _ = split(data, [0, 1])
+    original = trained
+    view = ServerView(original=original, unlearned=zeroed(original), calibration=cal, forgotten_classes=(0, 1))
+    x, _ = forget.tensors()
+    assert torch.count_nonzero(view.unlearned.features(x)) == 0
+    preds = RECOVERY[name](view, Config(), "cpu").predict(x).argmax(1)
+    assert len(preds.unique()) == 1  # one point in feature space: one prediction
+    res = run_recovery(view, [name], forget)
+    floor = res["floor_UA"]
+    assert floor == 0.5
+    # A constant read-out among two balanced forgotten classes is right on exactly half of them: exactly the floor.
+    assert res[name]["UA_restricted"] == floor
+    assert res[name]["UA"] in (floor, 1.0)
+
+
+def test_kshot_attacks_read_separable_features(data):
+    forget, cal, aux = split(data, [0, 1])
+    model = pixel_model()
+    view = ServerView(original=model, unlearned=model, calibration=cal, forgotten_classes=(0, 1), aux=aux)
+    res = run_recovery(view, ["probe", "prototype", "forget_probe"], forget, k_shot=10)
+    assert res["probe"]["UA"] <= 0.05
+    assert res["prototype"]["UA"] <= 0.05
+    assert res["forget_probe"]["acc"] >= 0.95
+    assert res["forget_probe"]["chance"] == 0.5
+
+
+def test_kshot_attacks_on_zero_features_stay_at_chance(data, trained):
+    forget, cal, aux = split(data, [0, 1])
+    original = trained
+    view = ServerView(original=original, unlearned=zeroed(original), calibration=cal, forgotten_classes=(0, 1), aux=aux)
+    res = run_recovery(view, ["probe", "prototype", "forget_probe"], forget, k_shot=10)
+    assert res["forget_probe"]["acc"] == res["forget_probe"]["chance"] == 0.5
+    assert res["probe"]["UA"] in (0.5, 1.0)
+    assert res["prototype"]["UA"] in (0.5, 1.0)
+    # every class mean is the same point: the posterior is uniform over the four classes
+    assert res["prototype"]["entropy"] == pytest.approx(math.log(NUM_CLASSES))
+
+
+def test_forget_probe_is_absent_for_one_forgotten_class(data):
+    forget, cal, aux = split(data, [0])
+    model = pixel_model()
+    view = ServerView(original=model, unlearned=model, calibration=cal, forgotten_classes=(0,), aux=aux)
+    res = run_recovery(view, ["forget_probe", "fm"], forget)
+    assert "forget_probe" not in res
+    assert set(res["fm"]) == {"UA", "entropy"}  # no UA_restricted with one class
+    assert res["floor_UA"] == 0.0
+
+
+def train(model, pair, idx, steps, seed=0):
+    batches = supervised_batches(pair.train, idx, 32, 100, numpy_rng(seed, "test_train"))
+    opt = make_optimizer(model.parameters(), OptimConfig(lr=0.05, momentum=0.9))
+    train_loop(model, cross_entropy, (b for _, b in zip(range(steps), batches)), opt)
+    return model
+
+
+def test_relearn_brings_back_a_class_the_model_never_learned(data, trained):
+    forget, cal, aux = split(data, [0])
+    retain = np.flatnonzero(data.train.labels != 0)
+    unlearned = train(cnn(3, width=8), data, retain, 150)  # retrained without class 0
+    before = {k: v.clone() for k, v in unlearned.state_dict().items()}
+    assert ua(unlearned, forget) == 1.0
+    view = ServerView(original=trained, unlearned=unlearned, calibration=cal, forgotten_classes=(0,), aux=aux)
+    res = run_recovery(view, ["relearn"], forget, k_shot=10, relearn_steps=(1, 5, 20), settings=Config(relearn_lr=0.05))
+    entry = res["relearn"]
+    assert entry["steps"] == [1, 5, 20]
+    assert entry["UA"] == entry["UA_steps"][-1]
+    assert entry["UA"] <= 0.5
+    assert all(torch.equal(before[k], v) for k, v in unlearned.state_dict().items())  # the view's model is untouched
+
+
+def test_run_recovery_produces_the_contract_block(data, trained):
+    forget, cal, aux = split(data, [0, 1])
+    original = trained
+    view = ServerView(original=original, unlearned=original, calibration=cal, forgotten_classes=(0, 1), aux=aux)
+    res = run_recovery(view, list(RECOVERY), forget, k_shot=5, relearn_steps=(1, 2))
+    assert set(res) == {"floor_UA", *RECOVERY}
+    assert set(res["fm"]) == set(res["hr"]) == {"UA", "UA_restricted", "entropy"}
+    assert set(res["probe"]) == set(res["prototype"]) == {"UA", "entropy"}
+    assert set(res["forget_probe"]) == {"acc", "chance", "entropy"}
+    assert set(res["relearn"]) == {"UA", "steps", "UA_steps", "entropy"}
+    fractions = [res["floor_UA"], res["forget_probe"]["acc"], *res["relearn"]["UA_steps"]]
+    fractions += [
+        v for e in res.values() if isinstance(e, dict) for k, v in e.items() if k.startswith("UA") and k != "UA_steps"
+    ]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    json.dumps(res)
+
+
+def test_run_recovery_refuses_leaked_ground_truth(data):
+    forget, cal, aux = split(data, [0, 1])
+    model = pixel_model()
+    leaky_cal = SampleSet(forget.data, np.concatenate([forget.idx[:3], np.arange(5)]))
+    with pytest.raises(ValueError, match="calibration"):
+        run_recovery(ServerView(original=model, unlearned=model, calibration=leaky_cal), ["fm"], forget)
+    leaky_aux = AttackerSamples(forget.data, forget.idx[:5], aux.retain_idx)
+    view = ServerView(original=model, unlearned=model, calibration=cal, aux=leaky_aux)
+    with pytest.raises(ValueError, match="labelled samples"):
+        run_recovery(view, ["probe"], forget)
+    with pytest.raises(KeyError, match="valid"):
+        run_recovery(view, ["nope"], forget)
+    with pytest.raises(ValueError, match="aux"):
+        run_recovery(ServerView(original=model, unlearned=model, calibration=cal), ["probe"], forget)
