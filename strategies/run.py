@@ -422,7 +422,41 @@ def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Pat
             mm = results["methods"][m]["metrics"]
             per[m] = {"UA": 1.0 - accuracy_from_logits(logits, y), "RA": mm["RA"], "TA": mm["TA"]}
         results[f"_request_metrics/{s.request_id}"] = per
+    _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck, results, progress)
     states["original"] = pre_state
+
+
+def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path, results, progress) -> None:
+    """The scenario's attacks on every method's model; each method's block is checkpointed once done."""
+    att = sc.attacks
+    if not (att.recovery or att.inversion.targets):
+        return
+    from strategies.attack_run import attack_method, inversion_reference
+
+    plots = ck.parent / "plots"
+    plots.mkdir(exist_ok=True)
+    for m in results["methods"]:
+        path = ck / f"attacks.{m}.json"
+        if path.is_file():
+            block = json.loads(path.read_text())
+        else:
+            _stage_line(progress, f"attacks on {m}")
+            obs = outcomes[m].observed if m in outcomes else None
+            block = attack_method(
+                sc, sd, m, pretrained, model_of[m], forget, tuple(classes), obs, lambda: new_model(sc, sd), plots
+            )
+            write_json(path, block)
+        if block:
+            results["methods"][m]["attacks"] = block
+    if att.inversion.targets and "global_model" in att.inversion.targets:
+        path = ck / "attacks.reference.json"
+        if path.is_file():
+            ref = json.loads(path.read_text())
+        else:
+            _stage_line(progress, "attacks: untrained-model reference")
+            ref = inversion_reference(sc, sd, new_model(sc, sd), forget, plots)
+            write_json(path, ref)
+        results["inversion_reference"] = {"untrained_global_model": ref}
 
 
 def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: Ledger, outcomes, progress):

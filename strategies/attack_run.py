@@ -1,0 +1,194 @@
+"""Run the scenario's attacks on every method's resulting global model (the ``attacks`` block of results.json).
+
+For each method the harness builds the ``ServerView`` an honest-but-curious server (or model holder) has, and scores
+what the attacks produce against ground truth:
+
+- ``original`` / ``unlearned``: the pretrained global model and the method's result;
+- ``calibration``: half of the server's held-out (test) data, without the classes removed from every client; the
+  other half is the attacker's own labelled pool for the k-shot attacks (held-out images of the forgotten classes, and
+  of the other classes), so no scored forget sample is ever an attack input;
+- ``gradients`` (inversion target ``global_model``): the gradient of the unlearned global model on single forget
+  images, as a client holding them would send it in a later round;
+- ``updates`` (target ``unlearning_update``, federated methods whose requester sent one): the update of the method's
+  local unlearning procedure, replayed from the global model the requester received, on ``images`` of its forget
+  images, in plain SGD steps of the method's learning rate (at most 5 steps; the recorded number when fewer). A whole
+  client's real update covers hundreds of images and many steps, which no inversion recovers; this observation is the
+  strongest case of the same protocol, a requester with few images;
+- ``model_difference``: the unlearned minus the original global model, for every method.
+
+An untrained-model reference (the ``global_model`` target on the seeded initial model) is reported once per run under
+``inversion_reference``, beside the trained results.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fed_opc.attacks import AttackerSamples, SampleSet, ServerView, run_inversion, run_recovery
+from fed_opc.attacks.inversion import Config as InversionConfig
+from fed_opc.attacks.inversion import ImageSpace, observe_gradient, observe_update
+from fed_opc.rng import numpy_rng
+
+log = logging.getLogger("fed_opc")
+
+_LOSS_OF_OBJECTIVE = {("opc", "penultimate"): "feature_norm", ("opc", "logits"): "logit_norm", ("ga", None): "ascent"}
+
+
+def _loss_name(objective: str, layer: str | None) -> str:
+    return _LOSS_OF_OBJECTIVE.get((objective, layer if objective == "opc" else None), "ce")
+
+
+def _split_test(sc, sd, forgotten: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration half (forgotten classes removed), the attacker's own forget-class and retain-class pools."""
+    idx = numpy_rng(sc.seed, "attacks/test_split").permutation(sd.test_idx)
+    half = len(idx) // 2
+    calib, pool = np.sort(idx[:half]), np.sort(idx[half:])
+    labels = sd.data.test.labels
+    if forgotten:
+        calib = calib[~np.isin(labels[calib], forgotten)]
+    return calib, pool, labels
+
+
+def build_view(sc, sd, original, unlearned, forget_idx, forgotten, *, updates=(), gradients=()) -> ServerView:
+    calib, pool, labels = _split_test(sc, sd, forgotten)
+    forget_classes = np.unique(sd.data.train.labels[forget_idx])
+    aux = AttackerSamples(
+        sd.data.test, pool[np.isin(labels[pool], forget_classes)], pool[~np.isin(labels[pool], forgotten)]
+    )
+    return ServerView(
+        original=original,
+        unlearned=unlearned,
+        calibration=SampleSet(sd.data.test, calib),
+        forgotten_classes=forgotten,
+        aux=aux,
+        updates=tuple(updates),
+        gradients=tuple(gradients),
+    )
+
+
+def _images(sd, idx: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(sd.data.train.images[idx]).permute(0, 3, 1, 2).float() / 255.0
+    return x
+
+
+def inversion_picks(sc, sd, forget_idx: np.ndarray, n: int) -> np.ndarray:
+    return np.sort(
+        numpy_rng(sc.seed, "attacks/inversion_images").choice(forget_idx, size=min(n, len(forget_idx)), replace=False)
+    )
+
+
+def attack_method(
+    sc,
+    sd,
+    method: str,
+    original,
+    unlearned,
+    forget_idx: np.ndarray,
+    forgotten: tuple[int, ...],
+    observed: dict[str, Any] | None,
+    new_model,
+    plots_dir: Path,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The ``attacks`` block for one method."""
+    att = sc.attacks
+    out: dict[str, Any] = {}
+    train = sd.data.train
+    forget = SampleSet(train, forget_idx)
+    if att.recovery:
+        view = build_view(sc, sd, original, unlearned, forget_idx, forgotten)
+        out["recovery"] = run_recovery(
+            view,
+            list(att.recovery),
+            forget,
+            k_shot=att.k_shot,
+            relearn_steps=att.relearn_steps,
+            seed=sc.seed,
+            device=device,
+        )
+    targets = list(att.inversion.targets)
+    if not targets:
+        return out
+    cfg = InversionConfig.from_scenario(att.inversion, seed=sc.seed)
+    space = ImageSpace.of(train)
+    picks = inversion_picks(sc, sd, forget_idx, cfg.images)
+    x, y = train.tensors(picks, device)
+    truth01 = _images(sd, picks)
+    inv: dict[str, Any] = {}
+    for target in targets:
+        grid = plots_dir / f"inversion_{method}_{target}.png"
+        if target == "global_model":
+            grads = [observe_gradient(unlearned, x[i : i + 1], y[i : i + 1]) for i in range(len(picks))]
+            view = build_view(sc, sd, original, unlearned, forget_idx, forgotten, gradients=grads)
+            truth = [truth01[i : i + 1] for i in range(len(picks))]
+            labels = [y[i : i + 1].cpu() for i in range(len(picks))]
+        elif target == "unlearning_update":
+            obs = _requester_observation(observed)
+            if obs is None:
+                continue  # the requester sent no update in this method (it left, or the method is centralized)
+            start = new_model()
+            start.load_state_dict(obs["start"], strict=True)
+            steps = max(1, min(5, int(obs["steps"])))
+            upd = observe_update(
+                start,
+                x,
+                y,
+                steps=steps,
+                lr=float(obs["lr"]),
+                batch_size=len(picks),
+                loss=_loss_name(str(obs["objective"]), obs.get("layer")),
+            )
+            view = build_view(sc, sd, original, unlearned, forget_idx, forgotten, updates=[upd])
+            truth, labels = [truth01], [y.cpu()]
+        elif target == "model_difference":
+            view = build_view(sc, sd, original, unlearned, forget_idx, forgotten)
+            pool = forget_idx[:512]
+            truth, labels = [_images(sd, pool)], [torch.from_numpy(train.labels[pool])]
+        else:
+            continue
+        res = run_inversion(view, target, cfg, truth, space, truth_labels=labels, device=device, grid_path=str(grid))
+        res.pop("per_image", None)
+        inv[target] = res
+        log.info(
+            "inversion %s/%s: PSNR %.2f dB (flat image %.2f dB)", method, target, res["psnr"], res["baseline_psnr"]
+        )
+    if inv:
+        out["inversion"] = inv
+    return out
+
+
+def _requester_observation(observed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The first recorded requester update (observations are keyed by request id)."""
+    if not observed:
+        return None
+    for _, obs in sorted(observed.items()):
+        if isinstance(obs, dict) and "start" in obs:
+            return obs
+    return None
+
+
+def inversion_reference(sc, sd, init_model, forget_idx: np.ndarray, plots_dir: Path, device="cpu") -> dict[str, Any]:
+    """The ``global_model`` target on the untrained initial model: what the attack reaches before any training."""
+    cfg = InversionConfig.from_scenario(sc.attacks.inversion, seed=sc.seed)
+    picks = inversion_picks(sc, sd, forget_idx, cfg.images)
+    x, y = sd.data.train.tensors(picks, device)
+    grads = [observe_gradient(init_model, x[i : i + 1], y[i : i + 1]) for i in range(len(picks))]
+    view = build_view(sc, sd, init_model, init_model, forget_idx, (), gradients=grads)
+    truth01 = _images(sd, picks)
+    res = run_inversion(
+        view,
+        "global_model",
+        cfg,
+        [truth01[i : i + 1] for i in range(len(picks))],
+        ImageSpace.of(sd.data.train),
+        truth_labels=[y[i : i + 1].cpu() for i in range(len(picks))],
+        device=device,
+        grid_path=str(plots_dir / "inversion_reference_untrained.png"),
+    )
+    res.pop("per_image", None)
+    return res
