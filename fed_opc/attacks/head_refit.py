@@ -4,6 +4,8 @@ A multinomial logistic head is fitted on the unlearned model's calibration featu
 original model's predicted labels as targets, and classifies forget samples; no network weight is trained. It is a
 linear probe (Alain & Bengio, ICLR workshop 2017) supervised by the original model instead of by labels. A ridge fit to
 the original logits would add nothing: with a linear original head it reproduces ``fm``'s predictions exactly.
+The head can only output classes that the original model predicts on the calibration data, so that data should hold
+(non-forget) samples of the forgotten classes, e.g. a public test split.
 """
 
 from __future__ import annotations

@@ -117,8 +117,9 @@ class ServerView:
     ----------
     original : the global model before unlearning (a ``FeatureModel``: ``features`` and a linear ``head``).
     unlearned : the global model after unlearning.
-    calibration : data the server may hold that contains no forget sample (e.g. a public or retain-class set); the
-        training-free attacks (``fm``, ``hr``) fit on it, unlabelled.
+    calibration : data the server may hold that contains no forget sample, ideally public data of every class (e.g.
+        a test split); the training-free attacks (``fm``, ``hr``) fit on it, unlabelled. ``hr`` can only predict the
+        classes the original model predicts on it.
     forgotten_classes : the classes named by a class-deletion request (public: the request names them); empty for a
         client or sample deletion.
     aux : labelled samples the attacker owns, for the k-shot attacks; None when it holds none.
