@@ -4,9 +4,11 @@ For each method the harness builds the ``ServerView`` an honest-but-curious serv
 what the attacks produce against ground truth:
 
 - ``original`` / ``unlearned``: the pretrained global model and the method's result;
-- ``calibration``: half of the server's held-out (test) data, without the classes removed from every client; the
-  other half is the attacker's own labelled pool for the k-shot attacks (held-out images of the forgotten classes, and
-  of the other classes), so no scored forget sample is ever an attack input;
+- ``calibration``: half of the server's held-out (test) data, unlabelled, of every class: it holds no forget sample
+  (those are training samples), but held-out images of forgotten classes too, as a public dataset would; without
+  them the head re-fit ``hr`` could never name a forgotten class. The other half is the attacker's own labelled pool
+  for the k-shot attacks (held-out images of the forgotten classes, and of the others), so no scored forget sample is
+  ever an attack input;
 - ``gradients`` (inversion target ``global_model``): the gradient of the unlearned global model on single forget
   images, as a client holding them would send it in a later round;
 - ``updates`` (target ``unlearning_update``, federated methods whose requester sent one): the update of the method's
@@ -43,19 +45,15 @@ def _loss_name(objective: str, layer: str | None) -> str:
     return _LOSS_OF_OBJECTIVE.get((objective, layer if objective == "opc" else None), "ce")
 
 
-def _split_test(sc, sd, forgotten: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibration half (forgotten classes removed), the attacker's own forget-class and retain-class pools."""
+def _split_test(sc, sd) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The held-out data split in two seeded halves: calibration, and the attacker's labelled pool."""
     idx = numpy_rng(sc.seed, "attacks/test_split").permutation(sd.test_idx)
     half = len(idx) // 2
-    calib, pool = np.sort(idx[:half]), np.sort(idx[half:])
-    labels = sd.data.test.labels
-    if forgotten:
-        calib = calib[~np.isin(labels[calib], forgotten)]
-    return calib, pool, labels
+    return np.sort(idx[:half]), np.sort(idx[half:]), sd.data.test.labels
 
 
 def build_view(sc, sd, original, unlearned, forget_idx, forgotten, *, updates=(), gradients=()) -> ServerView:
-    calib, pool, labels = _split_test(sc, sd, forgotten)
+    calib, pool, labels = _split_test(sc, sd)
     forget_classes = np.unique(sd.data.train.labels[forget_idx])
     aux = AttackerSamples(
         sd.data.test, pool[np.isin(labels[pool], forget_classes)], pool[~np.isin(labels[pool], forgotten)]
@@ -95,7 +93,20 @@ def attack_method(
     plots_dir: Path,
     device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
-    """The ``attacks`` block for one method."""
+    """The ``attacks`` block for one method (run on one torch thread: the attacks' many small steps gain nothing from
+    more, and lose a lot when another process competes for the cores).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _attack_method(
+            sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device):
     att = sc.attacks
     out: dict[str, Any] = {}
     train = sd.data.train
@@ -174,6 +185,15 @@ def _requester_observation(observed: dict[str, Any] | None) -> dict[str, Any] | 
 
 def inversion_reference(sc, sd, init_model, forget_idx: np.ndarray, plots_dir: Path, device="cpu") -> dict[str, Any]:
     """The ``global_model`` target on the untrained initial model: what the attack reaches before any training."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _inversion_reference(sc, sd, init_model, forget_idx, plots_dir, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _inversion_reference(sc, sd, init_model, forget_idx, plots_dir, device):
     cfg = InversionConfig.from_scenario(sc.attacks.inversion, seed=sc.seed)
     picks = inversion_picks(sc, sd, forget_idx, cfg.images)
     x, y = sd.data.train.tensors(picks, device)
