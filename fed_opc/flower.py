@@ -223,6 +223,21 @@ class InProcessGrid(Grid):
 # running
 
 
+def check_ray_address(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fail fast when an explicit ``host:port`` cluster address does not answer (Ray itself would retry for minutes)."""
+    if address in (None, "auto", "local"):
+        return
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        raise EngineError(f"federation.ray_address {address!r}: no Ray cluster answers there ({e})") from None
+
+
 def _server_context() -> Context:
     return Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
 
@@ -260,6 +275,7 @@ def run_apps(
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.simulation import run_simulation
 
+    check_ray_address(ray_address)
     init_args: dict[str, Any] = {"address": ray_address or "local", "logging_level": logging.WARNING}
     if ray_address is None:
         # a fresh local Ray sized to this machine; never attach to a cluster that happens to be running

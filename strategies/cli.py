@@ -86,6 +86,9 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
         return _fail(f"{args.scenario}: {e}", 1)
     except KeyboardInterrupt:
         return _fail("interrupted; continue with --resume", 130)
+    except Exception as e:  # anything else is a failure of the run itself: one line here, the traceback in the log
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return _fail(f"{args.scenario}: run failed: {e.__class__.__name__}: {first} (traceback in log.txt)", 1)
     print(f"run directory: {result.out_dir}")
     return 0
 

@@ -224,7 +224,14 @@ def simulate(
             f.unlink()
     with _FileLog(out / "log.txt"):
         log.info("run %s (seed %d) -> %s%s", sc.name, sc.seed, out, " (resumed)" if resume else "")
-        result = _run(sc, sd, out, use_cache=use_cache, progress=progress)
+        try:
+            result = _run(sc, sd, out, use_cache=use_cache, progress=progress)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                log.warning("interrupted; the checkpoints let --resume continue")
+            else:
+                log.exception("run failed")
+            raise
         result.results["wall_s"] = time.perf_counter() - t0
         write_json(out / "results.json", result.results)
         from strategies.report import write_report
