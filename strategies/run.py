@@ -147,7 +147,8 @@ class _Progress:
     def update(self, rec: RoundRecord) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(test_acc=f"{rec.test_acc:.3f}")
+            if rec.test_acc == rec.test_acc:  # rounds between evaluations keep the last accuracy shown
+                self.bar.set_postfix(test_acc=f"{rec.test_acc:.3f}")
 
     def close(self) -> None:
         if self.bar is not None:
