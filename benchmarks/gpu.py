@@ -74,7 +74,7 @@ def main() -> int:
             )
             peak, done = [0], threading.Event()
 
-            def sample() -> None:
+            def sample(peak: list[int] = peak, done: threading.Event = done) -> None:
                 while not done.is_set():
                     peak[0] = max(peak[0], gpu_memory_used_mib())
                     time.sleep(0.5)
