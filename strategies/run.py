@@ -279,6 +279,8 @@ def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress
     stages = []
     if not pre:
         stages.append(_pretrain_stage(sc, sd, rounds, key, ck / "pretrain.ckpt", pre, progress, interval))
+        if use_cache:  # stored as soon as pretraining ends, so other runs can use it while this one goes on
+            stages.append(lambda grid, node_of: cache.save_pretrained(key, _cache_entry(pre), interval))
     for m in fed_methods:
         if m not in outcomes:
             stages.append(_method_stage(sc, sd, m, groups, pre, init_state, rounds, ck, ledger, outcomes, progress))
@@ -293,10 +295,6 @@ def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress
             num_gpus=fed.client_resources.num_gpus,
             ray_address=fed.ray_address,
         )
-        if use_cache and not pre.get("cached"):
-            cache.save_pretrained(
-                key, {k: pre[k] for k in ("state", "rounds", "cost", "updates") if k in pre}, interval
-            )
 
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -585,6 +583,10 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
             pre["updates"] = updates
 
     return stage
+
+
+def _cache_entry(pre: dict[str, Any]) -> dict[str, Any]:
+    return {k: pre[k] for k in ("state", "rounds", "cost", "updates") if k in pre}
 
 
 def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
