@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fed_opc.data.datasets import DatasetPair, load_dataset
-from fed_opc.metrics import EvalSet, Outputs, accuracy_from_logits, evaluate_outputs, model_outputs
+from fed_opc.metrics import EvalSet, Outputs, accuracy_from_logits, evaluate_outputs, is_collapsed, model_outputs
 from fed_opc.models import FeatureModel, build_model
 from fed_opc.rng import numpy_rng, torch_rng
 from fed_opc.unlearning import opc, retrain
@@ -139,12 +139,37 @@ def fmt_row(prefix: str, m: dict) -> str:
     return prefix + " | " + " | ".join(cells)
 
 
+def markdown(rows: list[dict]) -> str:
+    """The rows of one or more sweep JSON files as one markdown table."""
+    keys = ["UA", "RA", "TA_retained_classes", "MIA", "norm_ratio", "cka_vs_original", "cka_vs_retrain"]
+    keys += ["nullspace_share", "dead_units_share", "n_predicted_classes", "collapsed"]
+    head = ["norm", "forget", "method", "layer", "sq", "lambda", "ep"] + keys
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    # the collapse flag is recomputed with the current rule, so files written under an older rule read the same
+    original_ra = {(r["norm"], r["forget"]): r["RA"] for r in rows if r["method"] == "original"}
+    for r in rows:
+        if "n_predicted_classes" in r:
+            retained = 10 - len(r["forget"].split(","))
+            ra0 = original_ra.get((r["norm"], r["forget"]))
+            r = r | {
+                "collapsed": int(is_collapsed(r["n_predicted_classes"], r["dead_units_share"], retained, r["RA"], ra0))
+            }
+        cells = [str(r.get(k, "")) for k in ("norm", "forget", "method", "layer", "squared", "lambda", "epochs")]
+        for k in keys:
+            v = r.get(k)
+            cells.append("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)))
+        if r.get("diverged"):
+            cells[len(head) - len(keys)] = "diverged (nan loss)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "mnist", "synthetic"])
     p.add_argument("--norm", default="none", choices=["none", "batch", "group"])
     p.add_argument("--width", type=int, default=0)
-    p.add_argument("--pretrain-epochs", type=float, default=6.0)
+    p.add_argument("--pretrain-epochs", type=float, default=5.0)
     p.add_argument("--forget", nargs="+", default=["0", "0,1,2"], help="forget sets, comma-separated classes")
     p.add_argument("--lambdas", nargs="+", type=float, default=[0.1, 0.3, 1.0, 3.0])
     p.add_argument("--layers", nargs="+", default=["penultimate", "logits"])
@@ -163,10 +188,14 @@ def main() -> None:
     p.add_argument("--eval-retain", type=int, default=3000, help="retain samples evaluated (seeded subsample)")
     p.add_argument("--eval-test", type=int, default=5000, help="test samples evaluated (seeded subsample)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "fed_opc" / "bench"))
     p.add_argument("--out", default=None, help="JSON file for all rows")
+    p.add_argument("--render", nargs="+", default=None, help="only print these sweep JSON files as a markdown table")
     args = p.parse_args()
+    if args.render:
+        print(markdown([r for f in args.render for r in json.loads(Path(f).read_text())["rows"]]))
+        return
     torch.set_num_threads(args.threads)
     cache = Path(args.cache_dir)
 

@@ -21,7 +21,8 @@ from fed_opc.rng import numpy_rng
 
 GAP_KEYS: tuple[str, ...] = ("UA", "RA", "TA", "MIA")
 DEAD_UNIT_TOL = 1e-8
-COLLAPSE_DEAD_SHARE = 0.9
+COLLAPSE_DEAD_SHARE = 0.5
+COLLAPSE_RA_FRACTION = 0.5
 
 # ---------------------------------------------------------------------------------------------------------------------
 # pure functions
@@ -99,13 +100,30 @@ def n_predicted_classes(logits: torch.Tensor) -> int:
     return int(torch.unique(logits.argmax(1)).numel())
 
 
-def is_collapsed(n_predicted: int, dead_share: float, num_retained_classes: int) -> bool:
-    """The collapse rule: fewer than ``min(3, num_retained_classes)`` distinct predicted classes on the test data, or
-    more than 90% dead penultimate units on retain data. Either means the model no longer tells the retained classes
-    apart: contraction turned into destruction.
+def is_collapsed(
+    n_predicted: int,
+    dead_share: float,
+    num_retained_classes: int,
+    retain_acc: float | None = None,
+    original_retain_acc: float | None = None,
+) -> bool:
+    """The collapse rule; True when any of these holds:
+
+    - fewer than ``min(3, num_retained_classes)`` distinct classes are predicted on the test data;
+    - more than ``COLLAPSE_DEAD_SHARE`` (50%) of the penultimate units are dead on retain data;
+    - (when both are given) the retain accuracy fell below ``COLLAPSE_RA_FRACTION`` (half) of the original model's.
+
+    Each means the model no longer tells the retained classes apart: contraction turned into destruction, and the
+    forget accuracy says nothing about forgetting.
     """
     few_classes = n_predicted < min(3, max(1, num_retained_classes))
-    return bool(few_classes or (not math.isnan(dead_share) and dead_share > COLLAPSE_DEAD_SHARE))
+    dead = not math.isnan(dead_share) and dead_share > COLLAPSE_DEAD_SHARE
+    destroyed = (
+        retain_acc is not None
+        and original_retain_acc is not None
+        and retain_acc < COLLAPSE_RA_FRACTION * original_retain_acc
+    )
+    return bool(few_classes or dead or destroyed)
 
 
 def mia_features(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -309,7 +327,10 @@ def evaluate_outputs(
     if len(out.test_logits):
         m["n_predicted_classes"] = n_predicted_classes(out.test_logits)
         retained = ev.num_classes - len(ev.forgotten_classes)
-        m["collapsed"] = int(is_collapsed(m["n_predicted_classes"], m["dead_units_share"], retained))
+        original_ra = accuracy_from_logits(original.retain_logits, y_r) if original is not None else None
+        m["collapsed"] = int(
+            is_collapsed(m["n_predicted_classes"], m["dead_units_share"], retained, m["RA"], original_ra)
+        )
     return {k: v for k, v in m.items() if not (isinstance(v, float) and not math.isfinite(v))}
 
 

@@ -4,8 +4,10 @@ Paper: Kurmanji, Triantafillou, Hayes and Triantafillou, "Towards Unbounded Mach
 introduces SCRUB and this strengthened negative-gradient baseline: ``alpha * CE(B_r) - (1 - alpha) * CE(B_f)`` with
 retain and forget batches drawn together.
 
-Defaults: 1 epoch over the retain data, ``alpha`` 0.95, retain batch 128 and forget batch 64, SGD lr 0.01, momentum 0.9,
-weight decay 5e-4, gradient norm clipped to 5 (the forget term is unbounded).
+Defaults: 1 epoch over the retain data, ``alpha`` 0.999, retain batch 128 and forget batch 64, SGD lr 0.01, momentum
+0.9, weight decay 5e-4, gradient norm clipped to 5. The forget term is unbounded: on the CIFAR-10 small CNN (class 0,
+one epoch) ``alpha`` 0.95 and 0.99 ran away (feature norms 1e3 to 1e5, retain accuracy 11-18%); 0.999 forgot the
+class and kept retain accuracy.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from fed_opc.unlearning.base import (
 class Config:
     """NegGrad+ hyperparameters (YAML block ``unlearning.neggrad_plus``)."""
 
-    alpha: float = field(default=0.95, metadata=bounds(gt=0, lt=1))
+    alpha: float = field(default=0.999, metadata=bounds(gt=0, lt=1))
     epochs: float = field(default=1.0, metadata=bounds(gt=0))
     lr: float = field(default=0.01, metadata=bounds(gt=0))
     momentum: float = field(default=0.9, metadata=bounds(ge=0, lt=1))

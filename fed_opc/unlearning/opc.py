@@ -11,7 +11,7 @@ information for a downstream head to read, unlike a model that merely mislabels 
 
 Defaults (chosen by the CIFAR-10 sweep in ``benchmarks/opc_sweep.py``, see docs/unlearning.md): ``lambda`` 0.3 on the
 plain (unsquared) L2 norm of the penultimate features, 1 epoch over the retain set, SGD lr 0.01, momentum 0.9, weight
-decay 5e-4, retain batch 128 and forget batch 128. A squared norm or a large ``lambda`` kills every ReLU feature (a
+decay 5e-4, retain batch 128 and forget batch 64. A squared norm or a large ``lambda`` kills every ReLU feature (a
 one-class predictor): check ``dead_units_share`` and ``n_predicted_classes`` in the metrics.
 """
 
@@ -51,7 +51,7 @@ class Config:
     momentum: float = field(default=0.9, metadata=bounds(ge=0, lt=1))
     weight_decay: float = field(default=5e-4, metadata=bounds(ge=0))
     batch_size: int = field(default=128, metadata=bounds(ge=1))
-    forget_batch_size: int = field(default=128, metadata=bounds(ge=1))
+    forget_batch_size: int = field(default=64, metadata=bounds(ge=1))
     max_grad_norm: float | None = field(default=None, metadata=bounds(gt=0))
     max_steps: int | None = field(default=None, metadata=bounds(ge=1))
 

@@ -84,8 +84,11 @@ def test_collapse_rule():
     assert is_collapsed(1, 0.0, 9)
     assert is_collapsed(2, 0.0, 7)
     assert not is_collapsed(3, 0.0, 7)
-    assert is_collapsed(9, 0.95, 9)
-    assert not is_collapsed(9, 0.9, 9)
+    assert is_collapsed(9, 0.51, 9)
+    assert not is_collapsed(9, 0.5, 9)
+    assert is_collapsed(9, 0.0, 9, retain_acc=0.3, original_retain_acc=0.64)  # retain accuracy more than halved
+    assert not is_collapsed(9, 0.0, 9, retain_acc=0.5, original_retain_acc=0.64)
+    assert not is_collapsed(9, 0.0, 9, retain_acc=0.3)  # no original to compare with
     assert not is_collapsed(2, 0.0, 2)  # a two-class model predicting both classes is fine
     assert is_collapsed(1, 0.0, 2)
 
