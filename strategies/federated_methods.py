@@ -81,6 +81,22 @@ def _apply(state: dict[str, torch.Tensor], *deltas: dict[str, torch.Tensor]) -> 
     return out
 
 
+def _buffer_names(ctx: FedContext) -> set[str]:
+    from fed_opc.client_app import new_model
+
+    return {n for n, _ in new_model(ctx.sc, ctx.sd).named_buffers()}
+
+
+def _combine(state, delta_r, delta_f, buffers: set[str]) -> dict[str, torch.Tensor]:
+    """``theta + delta_r + delta_f`` for parameters: the joint objective's two parts, each computed where its data
+    lives. Statistics buffers (batch norm's running mean and variance) are not gradient steps: adding both changes
+    would count the shift twice (and can drive a variance negative), so they take the mean of the two.
+    """
+    half = {k: v * 0.5 for k, v in delta_f.items() if k in buffers}
+    out = _apply(state, {k: v * (0.5 if k in buffers else 1.0) for k, v in delta_r.items()})
+    return _apply(out, {k: (half[k] if k in buffers else v) for k, v in delta_f.items()})
+
+
 def _weighted_mean(deltas: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     total = float(sum(weights))
     return {k: sum(d[k] * (w / total) for d, w in zip(deltas, weights)) for k in deltas[0]}
@@ -327,6 +343,7 @@ def unlearning_rounds(
     observed: dict[str, Any] = {}
     served_in_group: list[str] = []
     rnd = ctx.round0
+    buffers = _buffer_names(ctx)
     for req in requests:
         exclude = ctx.served_before + served_in_group + [req.request_id]
         retain_pool = [p for p in remaining_clients(sd, exclude) if not (req.scope == "client" and p in req.clients)]
@@ -362,7 +379,9 @@ def unlearning_rounds(
             served += 1
             weights = [float(m["num-examples"]) for _, _, m in outs]
             delta_f = _weighted_mean([_sub(s, state) for _, s, _ in outs], weights)
-            new_state = _apply(state, delta_f) if spec.start == "reference" else _apply(state, delta_r, delta_f)
+            new_state = (
+                _apply(state, delta_f) if spec.start == "reference" else _combine(state, delta_r, delta_f, buffers)
+            )
             if req.request_id not in observed:  # the first update the server saw: the inversion attack's target
                 p, s_end, m = outs[0]
                 observed[req.request_id] = {
