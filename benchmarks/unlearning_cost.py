@@ -67,11 +67,15 @@ def main() -> None:
     p.add_argument("scenario", nargs="?", default="scenarios/cifar10_100clients.yaml")
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>_cost)")
     p.add_argument("--json", default="benchmarks/results/unlearning_cost.json")
+    p.add_argument("--from-run", help="tabulate the results.json of a finished run directory instead of running")
     args = p.parse_args()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    sc = load_scenario(args.scenario)
-    r = simulate(sc, args.out or f"runs/{sc.name}_cost", progress=True).results
+    if args.from_run:
+        r = json.loads((Path(args.from_run) / "results.json").read_text())
+    else:
+        sc = load_scenario(args.scenario)
+        r = simulate(sc, args.out or f"runs/{sc.name}_cost", progress=True).results
     rows, per_request = table(r)
     head = f"{'method':14s} {'setting':11s} {'UA':>6s} {'RA':>6s} {'TA':>6s} {'MIA':>6s} {'gap':>6s} {'rounds':>6s} {'samples':>9s} {'MB':>8s} {'wall s':>7s} {'x samples':>9s} {'x bytes':>8s}"
     print(head)

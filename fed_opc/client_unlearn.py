@@ -50,6 +50,7 @@ class LocalUnlearnSpec:
     forget_batch_size: int = 32
     stop_acc: float = -1.0  # no steps / stop once the forget accuracy is <= this (negative: never); see local_unlearn
     max_steps: int = 0  # 0: no cap
+    use_retain: bool = True  # add cross-entropy on the requester's own remaining data
 
     def to_config(self) -> dict[str, Any]:
         return {f"unlearn.{k}": v for k, v in asdict(self).items()}
@@ -169,7 +170,8 @@ def local_unlearn(
             last_acc[0] = 0.7 * last_acc[0] + 0.3 * acc
         return loss
 
-    retain_idx = np.asarray(retain_idx, dtype=np.int64) if spec.objective != "ga" else np.zeros(0, dtype=np.int64)
+    keep_retain = spec.objective != "ga" and spec.use_retain
+    retain_idx = np.asarray(retain_idx, dtype=np.int64) if keep_retain else np.zeros(0, dtype=np.int64)
     batches = paired_batches(
         retain_data,
         retain_idx,

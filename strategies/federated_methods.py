@@ -459,6 +459,7 @@ def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> 
         constraint={"sum": "none", "project": "project", "ball": "ball"}[cfg.constraint],
         epsilon=cfg.epsilon,
         start="global",
+        use_retain=cfg.requester_retain,
         lr=cfg.lr,
         momentum=cfg.momentum,
         epochs=cfg.local_epochs,
