@@ -103,7 +103,9 @@ def working_copy(model: FeatureModel, device: torch.device | str) -> FeatureMode
     return copy.deepcopy(model).to(device)
 
 
-def optimizer_for(model: nn.Module, lr: float, momentum: float, weight_decay: float, optimizer: str = "sgd"):
+def optimizer_for(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, optimizer: str = "sgd"
+) -> torch.optim.Optimizer:
     """An optimiser over all of ``model``'s parameters."""
     return make_optimizer(
         model.parameters(), OptimConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, optimizer=optimizer)
