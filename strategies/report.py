@@ -667,8 +667,10 @@ def plot_pretraining(results: dict[str, Any], path: Path) -> bool:
             by_round.setdefault(rnd, []).append(f"{r.get('id', '?')} ({r.get('scope', '?')})")
     for rnd, ids in sorted(by_round.items()):
         ax.axvline(rnd, color="#b2182b", ls="--", lw=1.2)
+        # many requests in one round: name the first few and count the rest, so the label fits the axes
+        label = ", ".join(ids[:3]) + (f" +{len(ids) - 3} more" if len(ids) > 3 else "")
         ax.annotate(
-            ", ".join(ids), (rnd, 0.03), xycoords=ax.get_xaxis_transform(), xytext=(-4, 0),
+            label, (rnd, 0.03), xycoords=ax.get_xaxis_transform(), xytext=(-4, 0),
             textcoords="offset points", rotation=90, va="bottom", ha="right", fontsize=8.5, color="#b2182b",
         )  # fmt: skip
     lo = min(x + list(by_round))
