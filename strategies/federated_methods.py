@@ -134,9 +134,13 @@ def _add_cost(cost: dict[str, float], meter: dict[str, int], rounds: int = 0) ->
 # FedAvg-based baselines
 
 
-def _fedavg_world(
+def fedavg_world(
     ctx: FedContext, requests, start: dict, first: int, last: int, tag: str, lr: float | None = None
 ) -> tuple[dict, dict, list]:
+    """FedAvg rounds ``first..last`` in the method's world without the served and given requests' data.
+
+    Checkpointed every round under ``<world>.<tag>.ckpt``; returns (state, cost meter, per-round records).
+    """
     exclude = ctx.served_before + [r.request_id for r in requests]
     ckpt = ctx.ckpt_dir / f"{ctx.world}.{tag}.ckpt"
     history, prev_cost, state = [], {}, start
@@ -180,7 +184,7 @@ def _sum(a: dict, b: dict) -> dict:
 def serve_fed_retrain(ctx: FedContext, requests, cfg: FedRetrainConfig, start_state) -> MethodOutcome:
     """FedAvg from the same seeded initial model, for as many rounds as pretraining, without the forgotten data."""
     rounds = cfg.rounds or ctx.pretrain_rounds
-    state, meter, hist = _fedavg_world(ctx, requests, ctx.init_state, 1, rounds, "retrain")
+    state, meter, hist = fedavg_world(ctx, requests, ctx.init_state, 1, rounds, "retrain")
     cost = _zero_cost()
     _add_cost(cost, meter, rounds)
     return MethodOutcome(state, cost, {"rounds": hist})
@@ -189,7 +193,7 @@ def serve_fed_retrain(ctx: FedContext, requests, cfg: FedRetrainConfig, start_st
 def serve_fed_finetune(ctx: FedContext, requests, cfg: FedFinetuneConfig, start_state) -> MethodOutcome:
     """FedAvg continued from the pretrained global model for ``rounds`` rounds without the forgotten data."""
     first = ctx.round0 + 1
-    state, meter, hist = _fedavg_world(ctx, requests, start_state, first, ctx.round0 + cfg.rounds, "finetune", cfg.lr)
+    state, meter, hist = fedavg_world(ctx, requests, start_state, first, ctx.round0 + cfg.rounds, "finetune", cfg.lr)
     cost = _zero_cost()
     _add_cost(cost, meter, cfg.rounds)
     return MethodOutcome(state, cost, {"rounds": hist})
@@ -444,7 +448,7 @@ def unlearning_rounds(
         served_in_group.append(req.request_id)
     if cfg.recovery_rounds:
         first = rnd + 1
-        state, meter, hist = _fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")
+        state, meter, hist = fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")
         _add_cost(cost, meter, cfg.recovery_rounds)
         diagnostics["recovery_rounds"] = hist
     return MethodOutcome(state, cost, diagnostics, observed)

@@ -39,7 +39,7 @@ from fed_opc.flower import run_apps
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
-from strategies.federated_methods import SERVE, FedContext, MethodOutcome, _fedavg_world
+from strategies.federated_methods import SERVE, FedContext, MethodOutcome, fedavg_world
 from strategies.server_app import make_server_main
 from strategies.training import RoundRecord, TrainingResult, federated_training
 
@@ -500,7 +500,7 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
             nxt = groups[i + 1][0] if i + 1 < len(groups) else sc.federation.rounds
             if nxt > rnd:  # the world goes on training without the served data until the next request (or the end)
                 cont = FedContext(grid, sc, sd, node_of, m, list(served), rnd, ck, init_state, rounds, history)
-                state, meter, _ = _fedavg_world(cont, [], state, rnd + 1, nxt, f"continue{rnd}")
+                state, meter, _ = fedavg_world(cont, [], state, rnd + 1, nxt, f"continue{rnd}")
                 total["rounds"] += nxt - rnd
                 for k in ("client_samples", "bytes_up", "bytes_down", "messages", "failures"):
                     total[k] += meter.get(k, 0)
