@@ -142,43 +142,22 @@ def fedavg_world(
     Checkpointed every round under ``<world>.<tag>.ckpt``; returns (state, cost meter, per-round records).
     """
     exclude = ctx.served_before + [r.request_id for r in requests]
-    ckpt = ctx.ckpt_dir / f"{ctx.world}.{tag}.ckpt"
-    history, prev_cost, state = [], {}, start
-    if ckpt.is_file():
-        ck = load_checkpoint(ckpt)
-        state, first = ck["state"], int(ck["round"]) + 1
-        prev_cost = dict(ck["cost"])
-        from strategies.training import RoundRecord
-
-        history = [RoundRecord(**r) for r in ck["rounds"]]
-
-    def on_round_end(rnd, st, recs, cost) -> None:
-        save_checkpoint(
-            ckpt,
-            {"round": rnd, "state": st, "rounds": [r.as_dict() for r in recs], "cost": _sum(prev_cost, cost.as_dict())},
-        )
-
     res = federated_training(
         ctx.grid,
         ctx.sc,
         ctx.sd,
         ctx.node_of,
-        initial_state=state,
+        initial_state=start,
         first_round=first,
         last_round=last,
         stage=f"{ctx.world}/{tag}",
         exclude=exclude,
         eligible=remaining_clients(ctx.sd, exclude),
-        history=history,
-        on_round_end=on_round_end,
+        checkpoint=ctx.ckpt_dir / f"{ctx.world}.{tag}.ckpt",
         lr=lr,
         world=ctx.world,
     )
-    return res.state, _sum(prev_cost, res.cost.as_dict()), [r.as_dict() for r in res.rounds]
-
-
-def _sum(a: dict, b: dict) -> dict:
-    return {k: int(a.get(k, 0)) + int(b.get(k, 0)) for k in sorted(set(a) | set(b))}
+    return res.state, res.cost.as_dict(), [r.as_dict() for r in res.rounds]
 
 
 def serve_fed_retrain(ctx: FedContext, requests, cfg: FedRetrainConfig, start_state) -> MethodOutcome:

@@ -137,12 +137,17 @@ class _FileLog:
 class _Progress:
     """A progress bar over rounds with the latest test accuracy (tqdm; silent when disabled)."""
 
-    def __init__(self, enabled: bool, total: int, desc: str, initial: int = 0) -> None:
+    def __init__(self, enabled: bool, total: int, desc: str) -> None:
         self.bar = None
         if enabled and total > 0:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="round", dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=desc, unit="round", dynamic_ncols=True)
+
+    def skip_to(self, done: int) -> None:
+        """Count ``done`` rounds as already finished (a resumed stage)."""
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
 
     def update(self, rec: RoundRecord) -> None:
         if self.bar is not None:
@@ -523,62 +528,38 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
     """
 
     def stage(grid, node_of) -> None:
-        state = new_model(sc, sd).state_dict()
-        history: list[RoundRecord] = []
-        prev_cost: dict[str, int] = {}
         updates: dict[int, dict[int, dict]] = {}
-        first = 1
-        if ckpt_path.is_file():
-            ck = load_checkpoint(ckpt_path)
-            if ck.get("key") != key:
+
+        def resume(saved: dict[str, Any]) -> None:
+            if saved.get("key") != key:
                 raise CheckpointError(f"{ckpt_path}: belongs to different pretraining settings; run without --resume")
-            state, first = ck["state"], int(ck["round"]) + 1
-            history = [RoundRecord(**r) for r in ck["rounds"]]
-            prev_cost = dict(ck["cost"])
-            updates = {int(r): {int(p): u for p, u in per.items()} for r, per in ck.get("updates", {}).items()}
-            log.info("pretraining: resuming after round %d", first - 1)
-        bar = _Progress(progress, rounds, "pretrain", initial=first - 1)
+            updates.update({int(r): {int(p): u for p, u in per.items()} for r, per in saved.get("updates", {}).items()})
+            bar.skip_to(int(saved["round"]))
 
         def sink(rnd: int, pid: int, update: dict) -> None:
             if (rnd - 1) % interval == 0:
                 updates.setdefault(rnd, {})[pid] = update
 
-        def on_round_end(rnd, st, recs, cost) -> None:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "key": key,
-                    "round": rnd,
-                    "state": st,
-                    "rounds": [r.as_dict() for r in recs],
-                    "cost": _add(prev_cost, cost.as_dict()),
-                    "updates": updates,
-                },
-            )
-            bar.update(recs[-1])
-
+        bar = _Progress(progress, rounds, "pretrain")
         try:
             res: TrainingResult = federated_training(
                 grid,
                 sc,
                 sd,
                 node_of,
-                initial_state=state,
-                first_round=first,
+                initial_state=new_model(sc, sd).state_dict(),
+                first_round=1,
                 last_round=rounds,
                 stage="pretrain",
-                history=history,
-                on_round_end=on_round_end,
+                checkpoint=ckpt_path,
+                checkpoint_extra=lambda: {"key": key, "updates": updates},
+                on_resume=resume,
+                on_round_end=bar.update,
                 update_sink=sink if interval else None,
             )
         finally:
             bar.close()
-        pre.update(
-            state=res.state,
-            rounds=[r.as_dict() for r in res.rounds],
-            cost=_add(prev_cost, res.cost.as_dict()),
-            cached=False,
-        )
+        pre.update(state=res.state, rounds=[r.as_dict() for r in res.rounds], cost=res.cost.as_dict(), cached=False)
         if interval:
             pre["updates"] = updates
 
@@ -587,7 +568,3 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
 
 def _cache_entry(pre: dict[str, Any]) -> dict[str, Any]:
     return {k: pre[k] for k in ("state", "rounds", "cost", "updates") if k in pre}
-
-
-def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: int(a.get(k, 0)) + int(b.get(k, 0)) for k in sorted(set(a) | set(b))}

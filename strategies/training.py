@@ -1,6 +1,8 @@
 """A stage of federated training (FedAvg rounds) on a grid, with per-round evaluation and checkpoints.
 
-Used for pretraining and, with served requests excluded, by the federated baselines that keep training.
+Used for pretraining and, with served requests excluded, by the federated baselines that keep training. With a
+``checkpoint`` path the stage saves its state after every round and, when the file exists, resumes from it: the same
+final state, records and (cumulative) cost as an uninterrupted stage.
 """
 
 from __future__ import annotations
@@ -9,10 +11,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
+from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.client_app import new_model
 from fed_opc.data.scenario_data import ScenarioData
 from fed_opc.flower import arrays_from_state, state_from_arrays
@@ -72,18 +77,31 @@ def federated_training(
     stage: str,
     exclude: Sequence[str] = (),
     eligible: Sequence[int] | None = None,
-    history: Sequence[RoundRecord] = (),
-    on_round_end: Callable[[int, dict[str, torch.Tensor], list[RoundRecord], CostMeter], None] | None = None,
+    checkpoint: Path | None = None,
+    checkpoint_extra: Callable[[], dict[str, Any]] | None = None,
+    on_resume: Callable[[dict[str, Any]], None] | None = None,
+    on_round_end: Callable[[RoundRecord], None] | None = None,
     lr: float | None = None,
     world: str = "main",
     update_sink=None,
 ) -> TrainingResult:
     """Run FedAvg rounds ``first_round..last_round`` (absolute numbers) from ``initial_state``.
 
-    ``on_round_end(round, state, history, cost)`` is called after every round (the checkpoint hook). ``history`` holds
-    records of earlier rounds when resuming.
+    ``checkpoint``: saved after every round (with the entries of ``checkpoint_extra()``); if it exists, the stage
+    continues after its round, and ``on_resume(saved)`` sees the saved entries first. ``on_round_end(record)`` is
+    called after every round. The returned cost counts the rounds before a resume too.
     """
     fed = sc.federation
+    history: list[RoundRecord] = []
+    prev_cost: dict[str, int] = {}
+    if checkpoint is not None and checkpoint.is_file():
+        saved = load_checkpoint(checkpoint)
+        if on_resume is not None:
+            on_resume(saved)
+        initial_state, first_round = saved["state"], int(saved["round"]) + 1
+        history = [RoundRecord(**r) for r in saved["rounds"]]
+        prev_cost = dict(saved["cost"])
+        log.info("[%s] resuming after round %d", stage, first_round - 1)
     if eligible is None:
         eligible = [p for p in range(sd.num_clients)]
     strategy = SeededFedAvg(
@@ -98,7 +116,8 @@ def federated_training(
         world=world,
         update_sink=update_sink,
     )
-    records = list(history)
+    strategy.cost = CostMeter(**prev_cost)
+    records = history
     t_round = [time.perf_counter()]
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -116,8 +135,16 @@ def federated_training(
         t_round[0] = now
         records.append(rec)
         log.info("[%s] round %d: test_acc %.4f test_loss %.4f (%.1f s)", stage, rnd, acc, loss, rec.wall_s)
+        if checkpoint is not None:
+            entry = {
+                "round": rnd,
+                "state": state,
+                "rounds": [r.as_dict() for r in records],
+                "cost": strategy.cost.as_dict(),
+            }
+            save_checkpoint(checkpoint, entry | (checkpoint_extra() if checkpoint_extra is not None else {}))
         if on_round_end is not None:
-            on_round_end(rnd, state, records, strategy.cost)
+            on_round_end(rec)
         return MetricRecord({"test_acc": acc, "test_loss": loss})
 
     n = last_round - first_round + 1

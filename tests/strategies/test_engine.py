@@ -5,7 +5,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-import strategies.run as run_mod
+import strategies.training as training_mod
 from fed_opc.client_app import make_client_app, new_model
 from fed_opc.data.scenario_data import prepare
 from fed_opc.flower import InProcessGrid, ensure_task_identity, message
@@ -111,17 +111,17 @@ def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch):
     sc = tiny_scenario(**{"federation.rounds": 4})
     full = simulate(sc, tmp_path / "full", use_cache=False)
 
-    real_save = run_mod.save_checkpoint
+    real_save = training_mod.save_checkpoint
 
     def save_then_die(path, obj):
         real_save(path, obj)
         if obj["round"] == 2:
             raise KeyboardInterrupt  # the driver dies right after checkpointing round 2
 
-    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training_mod, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         simulate(sc, tmp_path / "crashed", use_cache=False)
-    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
+    monkeypatch.setattr(training_mod, "save_checkpoint", real_save)
     resumed = simulate(sc, tmp_path / "crashed", use_cache=False, resume=True)
     a, b = full.pretrained_state, resumed.pretrained_state
     assert all(torch.equal(a[k], b[k]) for k in a)
