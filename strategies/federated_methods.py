@@ -182,6 +182,32 @@ def serve_fed_finetune(ctx: FedContext, requests, cfg: FedFinetuneConfig, start_
 # unlearning rounds: retain update + requester's local steps
 
 
+def _exchange(
+    ctx: FedContext, content: RecordDict, pids: list[int], kind: str, group: str, who: str
+) -> tuple[list[tuple[int, RecordDict]], dict[str, int]]:
+    """Send ``content`` to each partition in ``pids`` as ``kind``; return the answers in partition order and the costs.
+
+    Error replies and missing answers are logged and counted as failures. Bytes count the array payloads: every
+    ArrayRecord of ``content`` per message down, the reply's ``arrays`` up.
+    """
+    msgs = [message(content, ctx.node_of[p], kind, group_id=group) for p in pids]
+    replies = ctx.grid.send_and_receive(msgs, timeout=ctx.sc.federation.round_timeout_s)
+    pid_of = {n: p for p, n in ctx.node_of.items()}
+    down = sum(record_bytes(rec) for rec in content.array_records.values())
+    meter = {"bytes_down": down * len(pids), "messages": len(pids), "bytes_up": 0, "client_samples": 0}
+    ok = []
+    for r in sorted(replies, key=lambda r: pid_of.get(r.metadata.src_node_id, -1)):
+        p = pid_of.get(r.metadata.src_node_id)
+        if r.has_error():
+            log.warning("round %s: %s %s failed: %s", group, who, p, r.error.reason)
+            continue
+        meter["bytes_up"] += record_bytes(r.content["arrays"])
+        meter["client_samples"] += int(r.content["metrics"]["samples"])
+        ok.append((p, r.content))
+    meter["failures"] = len(pids) - len(ok)
+    return ok, meter
+
+
 def _retain_round(ctx: FedContext, state, rnd: int, pids: list[int], exclude: list[str]) -> tuple[dict, float, dict]:
     """Ordinary training messages to ``pids``; returns (delta_r, weighted retain feature norm, cost meter)."""
     arrays = arrays_from_state(state)
@@ -197,32 +223,13 @@ def _retain_round(ctx: FedContext, state, rnd: int, pids: list[int], exclude: li
             "report_norm": True,
         }
     )
-    content = RecordDict({"arrays": arrays, "config": cfg})
-    msgs = [message(content, ctx.node_of[p], "train", group_id=str(rnd)) for p in pids]
-    replies = ctx.grid.send_and_receive(msgs, timeout=fed.round_timeout_s)
-    pid_of = {n: p for p, n in ctx.node_of.items()}
-    meter = {
-        "bytes_down": record_bytes(arrays) * len(pids),
-        "messages": len(pids),
-        "bytes_up": 0,
-        "client_samples": 0,
-        "failures": 0,
-    }
+    ok, meter = _exchange(ctx, RecordDict({"arrays": arrays, "config": cfg}), pids, "train", str(rnd), "retain client")
     deltas, weights, norms = [], [], []
-    ok = sorted((r for r in replies if not r.has_error()), key=lambda r: pid_of[r.metadata.src_node_id])
-    meter["failures"] = len(pids) - len(ok)
-    for r in replies:
-        if r.has_error():
-            log.warning(
-                "round %d: retain client %s failed: %s", rnd, pid_of.get(r.metadata.src_node_id), r.error.reason
-            )
-    for r in ok:
-        m = r.content["metrics"]
-        meter["bytes_up"] += record_bytes(r.content["arrays"])
-        meter["client_samples"] += int(m["samples"])
+    for _, content in ok:
+        m = content["metrics"]
         if int(m["num-examples"]) == 0:
             continue
-        deltas.append(_sub(state_from_arrays(r.content["arrays"]), state))
+        deltas.append(_sub(state_from_arrays(content["arrays"]), state))
         weights.append(float(m["num-examples"]))
         norms.append(float(m["feature_norm"]))
     if not deltas:
@@ -249,27 +256,8 @@ def _unlearn_round(
         | (extra or {})
     )
     content = RecordDict({"arrays": arrays, "retain_update": dr, "config": cfg})
-    msgs = [message(content, ctx.node_of[p], "train.unlearn", group_id=str(rnd)) for p in pids]
-    replies = ctx.grid.send_and_receive(msgs, timeout=ctx.sc.federation.round_timeout_s)
-    pid_of = {n: p for p, n in ctx.node_of.items()}
-    meter = {
-        "bytes_down": (record_bytes(arrays) + record_bytes(dr)) * len(pids),
-        "messages": len(pids),
-        "bytes_up": 0,
-        "client_samples": 0,
-        "failures": 0,
-    }
-    out = []
-    for r in sorted(replies, key=lambda r: pid_of.get(r.metadata.src_node_id, -1)):
-        p = pid_of.get(r.metadata.src_node_id)
-        if r.has_error():
-            log.warning("round %d: requester %s failed: %s", rnd, p, r.error.reason)
-            continue
-        m = r.content["metrics"]
-        meter["bytes_up"] += record_bytes(r.content["arrays"])
-        meter["client_samples"] += int(m["samples"])
-        out.append((p, state_from_arrays(r.content["arrays"]), {k: m[k] for k in m}))
-    meter["failures"] = len(pids) - len(out)
+    ok, meter = _exchange(ctx, content, pids, "train.unlearn", str(rnd), "requester")
+    out = [(p, state_from_arrays(c["arrays"]), dict(c["metrics"])) for p, c in ok]
     return out, meter
 
 
@@ -538,7 +526,6 @@ def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_stat
     cost = _zero_cost()
     cost["server_storage_bytes"] = storage
     epochs = sc.federation.local_epochs * cfg.calibration_ratio
-    pid_of = {n: p for p, n in ctx.node_of.items()}
     for t in sorted(hist):
         pids = sorted(p for p in hist[t] if p in alive)
         if not pids:
@@ -554,23 +541,14 @@ def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_stat
                 "epochs": epochs,
             }
         )
-        content = RecordDict({"arrays": arrays, "config": config})
-        replies = ctx.grid.send_and_receive(
-            [message(content, ctx.node_of[p], "train", group_id=f"cal{t}") for p in pids],
-            timeout=sc.federation.round_timeout_s,
-        )
-        cost["bytes_down"] += record_bytes(arrays) * len(pids)
-        cost["messages"] += len(pids)
-        cost["rounds"] += 1
+        ok, meter = _exchange(ctx, RecordDict({"arrays": arrays, "config": config}), pids, "train", f"cal{t}", "client")
+        _add_cost(cost, meter, rounds=1)
         deltas, weights = [], []
-        for r in sorted((r for r in replies if not r.has_error()), key=lambda r: pid_of[r.metadata.src_node_id]):
-            p = pid_of[r.metadata.src_node_id]
-            m = r.content["metrics"]
-            cost["bytes_up"] += record_bytes(r.content["arrays"])
-            cost["client_samples"] += int(m["samples"])
+        for p, content in ok:
+            m = content["metrics"]
             if int(m["num-examples"]) == 0:
                 continue
-            new = _sub(state_from_arrays(r.content["arrays"]), state)
+            new = _sub(state_from_arrays(content["arrays"]), state)
             old = hist[t][p]
             cal = {k: new[k] * (old[k].float().norm() / new[k].norm()) if new[k].norm() > 0 else new[k] for k in new}
             deltas.append(cal)
