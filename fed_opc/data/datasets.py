@@ -214,13 +214,17 @@ def _load_cifar10(root: Path, download: bool, manifest: Path | None) -> DatasetP
     table = _verify_cifar10(folder, manifest)
 
     class _Checked(CIFAR10):
-        # The files were verified above (against the official sums or the manifest); torchvision's own check runs
-        # again with the table that was used, so its reader is used unchanged.
+        # Every file was hashed just above, against the official sums or the manifest. torchvision's constructor would
+        # hash all six files again for the train split and again for the test split (twice 180 MB more in every
+        # process that loads the data); its reader is used unchanged, with the table that matched.
         if table is not None:
             train_list = [[f, table[f]] for f in CIFAR10_FILES[:5]]
             test_list = [["test_batch", table["test_batch"]]]
             if "batches.meta" in table:
                 meta = dict(CIFAR10.meta, md5=table["batches.meta"])
+
+        def _check_integrity(self) -> bool:
+            return True
 
     tr, te = _Checked(str(root), train=True), _Checked(str(root), train=False)
     classes = tuple(tr.classes)
