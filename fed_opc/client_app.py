@@ -91,18 +91,36 @@ def handle_whoami(sc, msg: Message, context: Context) -> Message:
     return Message(RecordDict({"whoami": MetricRecord({"partition-id": partition_id(context)})}), reply_to=msg)
 
 
-def handle_train(sc, msg: Message, context: Context) -> Message:
-    """FedAvg local training: ``local_epochs`` of cross-entropy over the client's current data."""
+@dataclasses.dataclass
+class _Received:
+    """What every handler starts from: the message's config, this client's data view and the received model."""
+
+    cfg: ConfigRecord
+    pid: int
+    sd: ScenarioData
+    guarded: GuardedDataset
+    current: np.ndarray
+    device: torch.device
+    model: FeatureModel
+
+
+def _receive(sc, msg: Message, context: Context) -> _Received:
     torch.set_num_threads(client_threads(sc))
-    cfg = _config(msg)
     pid = partition_id(context)
-    rnd = int(cfg.get("server-round", 0))
-    stage = str(cfg.get("stage", "train"))
     sd = prepare(sc)
     guarded, current = client_view(sd, pid, excluded_requests(msg, context))
     device = client_device(sc)
     model = new_model(sc, sd).to(device)
     model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
+    return _Received(_config(msg), pid, sd, guarded, current, device, model)
+
+
+def handle_train(sc, msg: Message, context: Context) -> Message:
+    """FedAvg local training: ``local_epochs`` of cross-entropy over the client's current data."""
+    r = _receive(sc, msg, context)
+    cfg, pid, guarded, current, device, model = r.cfg, r.pid, r.guarded, r.current, r.device, r.model
+    rnd = int(cfg.get("server-round", 0))
+    stage = str(cfg.get("stage", "train"))
     fed = sc.federation
     samples, loss = 0, float("nan")
     if len(current):
@@ -128,16 +146,11 @@ def handle_train(sc, msg: Message, context: Context) -> Message:
 
 def handle_evaluate(sc, msg: Message, context: Context) -> Message:
     """Loss and accuracy of the received model on the client's current data."""
-    torch.set_num_threads(client_threads(sc))
-    pid = partition_id(context)
-    sd = prepare(sc)
-    guarded, current = client_view(sd, pid, excluded_requests(msg, context))
-    device = client_device(sc)
-    model = new_model(sc, sd).to(device)
-    model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
+    r = _receive(sc, msg, context)
+    current = r.current
     if len(current):
-        logits = predict(model, guarded, current, device=device)
-        y = torch.from_numpy(sd.data.train.labels[current])
+        logits = predict(r.model, r.guarded, current, device=r.device)
+        y = torch.from_numpy(r.sd.data.train.labels[current])
         loss = float(torch.nn.functional.cross_entropy(logits, y))
         acc = float((logits.argmax(1) == y).float().mean())
     else:
@@ -152,23 +165,16 @@ def handle_unlearn(sc, msg: Message, context: Context) -> Message:
     Its forget data are its share of those requests' forget sets, read through the explicit ``allow_forget`` view;
     its remaining data are read through the guard, which also forbids the forget data being served.
     """
-    torch.set_num_threads(client_threads(sc))
-    cfg = _config(msg)
-    pid = partition_id(context)
+    r = _receive(sc, msg, context)
+    cfg, pid, sd, guarded, device, model = r.cfg, r.pid, r.sd, r.guarded, r.device, r.model
     rnd = int(cfg.get("server-round", 0))
     world = str(cfg.get("world", "main"))
-    sd = prepare(sc)
-    serving = [str(r) for r in cfg.get("serving", [])]
-    splits = [sd.request(r) for r in serving]
+    splits = [sd.request(str(q)) for q in cfg.get("serving", [])]
     forget_idx = np.sort(
         np.concatenate([s.client_forget[pid] for s in splits if pid in s.client_forget] or [np.zeros(0, np.int64)])
     )
-    guarded, current = client_view(sd, pid, excluded_requests(msg, context))
     guarded.forbid(forget_idx)
-    own_retain = np.setdiff1d(current, forget_idx).astype(np.int64)
-    device = client_device(sc)
-    model = new_model(sc, sd).to(device)
-    model.load_state_dict(state_from_arrays(msg.content["arrays"]), strict=True)
+    own_retain = np.setdiff1d(r.current, forget_idx).astype(np.int64)
     delta_r = state_from_arrays(msg.content["retain_update"]) if "retain_update" in msg.content.array_records else None
     spec = LocalUnlearnSpec.from_config(cfg)
     if "ref_class_acc" in cfg and len(forget_idx):
