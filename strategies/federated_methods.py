@@ -39,7 +39,7 @@ from fed_opc.unlearning.federated import (
     RoundsConfig,
 )
 from strategies.fedavg import sample_clients
-from strategies.training import federated_training
+from strategies.training import federated_training, test_logits
 
 log = logging.getLogger("fed_opc")
 
@@ -263,13 +263,8 @@ def _unlearn_round(
 
 def per_class_test_accuracy(ctx: FedContext, state: dict[str, torch.Tensor]) -> list[float]:
     """The server's held-out accuracy of ``state`` per class (its own evaluation data; no client data involved)."""
-    from fed_opc.client_app import new_model
-    from fed_opc.train import predict
-
     sd = ctx.sd
-    model = new_model(ctx.sc, sd)
-    model.load_state_dict(state, strict=True)
-    pred = predict(model, sd.data.test, sd.test_idx).argmax(1).numpy()
+    pred = test_logits(ctx.sc, sd, state).argmax(1).numpy()
     y = sd.data.test.labels[sd.test_idx]
     return [float((pred[y == c] == c).mean()) if (y == c).any() else 0.0 for c in range(sd.data.test.num_classes)]
 

@@ -54,13 +54,20 @@ class TrainingResult:
     cost: CostMeter
 
 
+def test_logits(
+    sc, sd: ScenarioData, state: dict[str, torch.Tensor], device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Logits of a global model state on the scenario's test indices (the server's held-out data)."""
+    model = new_model(sc, sd).to(device)
+    model.load_state_dict(state, strict=True)
+    return predict(model, sd.data.test, sd.test_idx, device=device)
+
+
 def evaluate_global(
     sc, sd: ScenarioData, state: dict[str, torch.Tensor], device: torch.device | str = "cpu"
 ) -> tuple[float, float]:
     """Test accuracy and loss of a global model state on the scenario's test indices."""
-    model = new_model(sc, sd).to(device)
-    model.load_state_dict(state, strict=True)
-    logits = predict(model, sd.data.test, sd.test_idx, device=device)
+    logits = test_logits(sc, sd, state, device)
     y = torch.from_numpy(sd.data.test.labels[sd.test_idx])
     return float((logits.argmax(1) == y).float().mean()), float(torch.nn.functional.cross_entropy(logits, y))
 
