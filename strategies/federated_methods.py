@@ -416,8 +416,21 @@ def unlearning_rounds(
     return MethodOutcome(state, cost, diagnostics, observed)
 
 
+def _local_spec(cfg: RoundsConfig, **kw: Any) -> LocalUnlearnSpec:
+    """The requester's local-step settings shared by every round-based method, plus the method's own ``kw``."""
+    return LocalUnlearnSpec(
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        forget_batch_size=cfg.forget_batch_size,
+        **kw,
+    )
+
+
 def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> MethodOutcome:
-    spec = LocalUnlearnSpec(
+    spec = _local_spec(
+        cfg,
         objective="opc",
         lambda_=cfg.lambda_,
         layer=cfg.layer,
@@ -426,39 +439,17 @@ def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> 
         epsilon=cfg.epsilon,
         start="global",
         use_retain=cfg.requester_retain,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        epochs=cfg.local_epochs,
-        batch_size=cfg.batch_size,
-        forget_batch_size=cfg.forget_batch_size,
     )
     return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_ratio=cfg.stop_ratio, stop_rule=cfg.stop_rule)
 
 
 def serve_fed_ga(ctx: FedContext, requests, cfg: FedGAConfig, start_state) -> MethodOutcome:
-    spec = LocalUnlearnSpec(
-        objective="ga",
-        constraint="none",
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        epochs=cfg.local_epochs,
-        batch_size=cfg.batch_size,
-        forget_batch_size=cfg.forget_batch_size,
-        stop_acc=cfg.stop_acc,
-    )
+    spec = _local_spec(cfg, objective="ga", constraint="none", stop_acc=cfg.stop_acc)
     return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_acc=cfg.stop_acc)
 
 
 def serve_fed_rl(ctx: FedContext, requests, cfg: FedRLConfig, start_state) -> MethodOutcome:
-    spec = LocalUnlearnSpec(
-        objective="rl",
-        constraint="none",
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        epochs=cfg.local_epochs,
-        batch_size=cfg.batch_size,
-        forget_batch_size=cfg.forget_batch_size,
-    )
+    spec = _local_spec(cfg, objective="rl", constraint="none")
     return unlearning_rounds(ctx, requests, cfg, spec, start_state)
 
 
@@ -466,32 +457,10 @@ def serve_pga(ctx: FedContext, requests, cfg: PGAConfig, start_state) -> MethodO
     """Halimi et al.: ascent from the other clients' average, kept within ``radius`` of it, then recovery rounds."""
     radius = cfg.radius
     if radius is None:
-        # one third of the distance from the reference to a freshly initialised model, as in the paper
-        ref = start_state
-        radius = (
-            float(
-                torch.sqrt(
-                    sum(
-                        ((ref[k].float() - ctx.init_state[k].float()) ** 2).sum()
-                        for k in ref
-                        if ref[k].is_floating_point()
-                    )
-                )
-            )
-            / 3.0
-        )
-    spec = LocalUnlearnSpec(
-        objective="ga",
-        constraint="ball",
-        epsilon=radius,
-        start="reference",
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        epochs=cfg.local_epochs,
-        batch_size=cfg.batch_size,
-        forget_batch_size=cfg.forget_batch_size,
-        stop_acc=cfg.stop_acc,
-    )
+        # one third of the distance to a freshly initialised model, as in the paper; measured from the global model
+        # the request arrives at (the reference itself only exists once the retain clients have answered)
+        radius = float(torch.sqrt(sum((d**2).sum() for d in _sub(start_state, ctx.init_state).values()))) / 3.0
+    spec = _local_spec(cfg, objective="ga", constraint="ball", epsilon=radius, start="reference", stop_acc=cfg.stop_acc)
     out = unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_acc=cfg.stop_acc)
     out.diagnostics["radius"] = radius
     return out

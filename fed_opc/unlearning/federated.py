@@ -85,7 +85,7 @@ class FedEraserConfig:
 class PGAConfig(RoundsConfig):
     """``unlearning.pga``: ascent on the requester's forget data from the retain reference, inside an L2 ball.
 
-    ``radius`` null uses one third of the distance from the reference to a freshly initialised model, as Halimi et al.
+    ``radius`` null uses one third of the distance from the global model to a freshly initialised one, as Halimi et al.
     do; local steps stop early once the requester's forget-batch accuracy falls to ``stop_acc``.
     """
 
