@@ -32,6 +32,7 @@ from fed_opc.flower import partition_id, state_from_arrays
 from fed_opc.losses import cross_entropy
 from fed_opc.models import FeatureModel, build_model
 from fed_opc.rng import numpy_rng, torch_rng
+from fed_opc.threads import torch_threads
 from fed_opc.train import OptimConfig, make_optimizer, predict, supervised_batches, train_loop
 
 STATE_KEY = "fed_opc"  # the small per-client record in context.state
@@ -105,7 +106,6 @@ class _Received:
 
 
 def _receive(sc, msg: Message, context: Context) -> _Received:
-    torch.set_num_threads(client_threads(sc))
     pid = partition_id(context)
     sd = prepare(sc)
     guarded, current = client_view(sd, pid, excluded_requests(msg, context))
@@ -237,18 +237,23 @@ def make_client_app(sc) -> ClientApp:
     def _whoami(msg: Message, context: Context) -> Message:
         return handle_whoami(sc, msg, context)
 
+    # Each handler runs with the client's thread count and restores the caller's after it: in-process, the client
+    # shares its process with the server's stages, whose numbers must not depend on whether a client ran first.
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
         inject_faults(sc, msg, context)
-        return handle_train(sc, msg, context)
+        with torch_threads(client_threads(sc)):
+            return handle_train(sc, msg, context)
 
     @app.train("unlearn")
     def _unlearn(msg: Message, context: Context) -> Message:
         inject_faults(sc, msg, context)
-        return handle_unlearn(sc, msg, context)
+        with torch_threads(client_threads(sc)):
+            return handle_unlearn(sc, msg, context)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
-        return handle_evaluate(sc, msg, context)
+        with torch_threads(client_threads(sc)):
+            return handle_evaluate(sc, msg, context)
 
     return app

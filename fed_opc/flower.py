@@ -223,12 +223,39 @@ class InProcessGrid(Grid):
 # running
 
 
+def resolve_ray_address(address: str) -> str:
+    """The ``host:port`` that ``ray.init(address="auto")`` would connect to, found as Ray finds it.
+
+    Ray reads ``$RAY_ADDRESS``, else its own record of the current cluster (``/tmp/ray/ray_current_cluster``), else any
+    running GCS process; the record survives a cluster that died, which is why the address must then be checked.
+    """
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        resolved = get_ray_address_from_environment(address, None)
+    except ConnectionError as e:
+        raise EngineError(f"federation.ray_address {address!r}: no running Ray cluster found ({e})") from None
+    if not resolved or resolved == "auto":
+        raise EngineError(f"federation.ray_address {address!r}: no running Ray cluster found")
+    return resolved
+
+
 def check_ray_address(address: str | None, timeout_s: float = 10.0) -> None:
-    """Fail fast when an explicit ``host:port`` cluster address does not answer (Ray itself would retry for minutes)."""
-    if address in (None, "auto", "local"):
+    """Fail fast when the cluster address does not answer (Ray itself would retry for minutes).
+
+    ``auto`` is resolved the way Ray resolves it and the address it names is checked like an explicit one.
+    """
+    if address in (None, "local"):
         return
     import socket
 
+    if address == "auto":
+        resolved = resolve_ray_address(address)
+        try:
+            check_ray_address(resolved, timeout_s)
+        except EngineError as e:
+            raise EngineError(f"federation.ray_address 'auto' names {resolved}, which does not answer: {e}") from None
+        return
     hostport = address.split("://", 1)[-1]
     host, _, port = hostport.rpartition(":")
     try:
@@ -273,6 +300,9 @@ def run_apps(
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's C++ failure-signal handler turns SIGTERM into an abort with a stack dump (exit 134); without it, SIGTERM
+    # reaches the CLI's handler and ends the run like Ctrl-C, checkpoints intact
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     from flwr.simulation import run_simulation
 
     check_ray_address(ray_address)

@@ -60,7 +60,12 @@ def data_fingerprint(sd: ScenarioData) -> str:
     return h.hexdigest()
 
 
-def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu") -> str:
+def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu", execution: bool = True) -> str:
+    """The cache key of FL pretraining for ``rounds`` rounds of ``sc``.
+
+    ``execution=False`` leaves out the settings a resumed run may change (client resources, i.e. thread counts), for
+    checking that a checkpoint belongs to the same run.
+    """
     fed = sc.federation
     parts: dict[str, Any] = {
         "seed": sc.seed,
@@ -81,7 +86,8 @@ def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu") -> str:
                 "evaluate_every",
             )
         }
-        | {"num_cpus": fed.client_resources.num_cpus},
+        | ({"num_cpus": fed.client_resources.num_cpus} if execution else {})
+        | {"server_threads": fed.server_threads},
         "code": code_fingerprint(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]

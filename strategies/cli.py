@@ -2,13 +2,14 @@
 
 Bad input (an invalid scenario, a missing or damaged dataset, an unusable ``--out``) prints one line to stderr and
 exits with code 2 before anything is written. An engine failure exits with 1; Ctrl-C leaves a resumable checkpoint
-and exits with 130.
+and exits with 130, SIGTERM likewise with 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ def simulate_parser(prog: str = "simulate.py") -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed (one seed_<s>/ folder each) and summarise")
     p.add_argument("--methods", nargs="+", help="override unlearning.methods")
     p.add_argument("--resume", action="store_true", help="continue a killed or interrupted run from its checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="replace the run that --out holds (default: refuse it)")
     p.add_argument("--no-cache", action="store_true", help="do not read or fill the pretraining cache")
     p.add_argument("--backend", choices=["ray", "inprocess"], help="override federation.backend")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -63,10 +65,13 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
             raise ConfigError("--seeds", f"expected ints >= 0, got {args.seeds}", args.scenario)
     except ConfigError as e:
         return _fail(str(e), 2)
+    if args.resume and args.overwrite:
+        return _fail(f"{args.scenario}: --resume and --overwrite exclude each other", 2)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        kw = {"resume": args.resume, "use_cache": not args.no_cache, "progress": not args.no_progress}
+        kw = {"overwrite": args.overwrite, "use_cache": not args.no_cache, "progress": not args.no_progress}
         if args.seeds is None:
-            result = simulate(sc, args.out, **kw)
+            result = simulate(sc, args.out, resume=args.resume, **kw)
         else:
             from strategies.summary import write_summary
 
@@ -74,7 +79,10 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
             runs = []
             for seed in args.seeds:
                 print(f"seed {seed}", file=sys.stderr)
-                runs.append(simulate(dataclasses.replace(sc, seed=seed), out / f"seed_{seed}", **kw))
+                folder = out / f"seed_{seed}"
+                # --resume continues the seeds that started and runs the ones that did not
+                resume = args.resume and (folder / "scenario.yaml").is_file()
+                runs.append(simulate(dataclasses.replace(sc, seed=seed), folder, resume=resume, **kw))
             write_summary(out, [r.results for r in runs])
             result = runs[-1]
             result.out_dir = out
@@ -84,13 +92,29 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
         return _fail(f"{e}", 2)
     except EngineError as e:
         return _fail(f"{args.scenario}: {e}", 1)
+    except Terminated:
+        return _fail("terminated; continue with --resume", 143)
+    except SystemExit as e:  # under Ray, ray.init's own SIGTERM handler replaces ours with sys.exit(SIGTERM)
+        if e.code == signal.SIGTERM:
+            return _fail("terminated; continue with --resume", 143)
+        raise
     except KeyboardInterrupt:
         return _fail("interrupted; continue with --resume", 130)
     except Exception as e:  # anything else is a failure of the run itself: one line here, the traceback in the log
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         return _fail(f"{args.scenario}: run failed: {e.__class__.__name__}: {first} (traceback in log.txt)", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"run directory: {result.out_dir}")
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C: checkpoints stay, the run can be resumed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

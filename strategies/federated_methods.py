@@ -139,7 +139,8 @@ def fedavg_world(
 ) -> tuple[dict, dict, list]:
     """FedAvg rounds ``first..last`` in the method's world without the served and given requests' data.
 
-    Checkpointed every round under ``<world>.<tag>.ckpt``; returns (state, cost meter, per-round records).
+    Checkpointed every round under ``<world>.r<request round>.<tag>.ckpt``: the request round keeps the stages of
+    requests served at different rounds apart. Returns (state, cost meter, per-round records).
     """
     exclude = ctx.served_before + [r.request_id for r in requests]
     res = federated_training(
@@ -153,7 +154,7 @@ def fedavg_world(
         stage=f"{ctx.world}/{tag}",
         exclude=exclude,
         eligible=remaining_clients(ctx.sd, exclude),
-        checkpoint=ctx.ckpt_dir / f"{ctx.world}.{tag}.ckpt",
+        checkpoint=ctx.ckpt_dir / f"{ctx.world}.r{ctx.round0}.{tag}.ckpt",
         lr=lr,
         world=ctx.world,
     )
@@ -161,8 +162,10 @@ def fedavg_world(
 
 
 def serve_fed_retrain(ctx: FedContext, requests, cfg: FedRetrainConfig, start_state) -> MethodOutcome:
-    """FedAvg from the same seeded initial model, for as many rounds as pretraining, without the forgotten data."""
-    rounds = cfg.rounds or ctx.pretrain_rounds
+    """FedAvg from the same seeded initial model, for as many rounds as the federation has trained when the request
+    fires, without the forgotten data (of this request and of every request served before it).
+    """
+    rounds = cfg.rounds or ctx.round0
     state, meter, hist = fedavg_world(ctx, requests, ctx.init_state, 1, rounds, "retrain")
     cost = _zero_cost()
     _add_cost(cost, meter, rounds)

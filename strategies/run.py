@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from fed_opc.data.forget import ForgetSplit, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.flower import run_apps
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
+from fed_opc.threads import torch_threads
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
 from strategies.federated_methods import SERVE, FedContext, MethodOutcome, fedavg_world
@@ -87,15 +91,30 @@ def _comparable(d: dict) -> dict:
     return d
 
 
-def check_out_dir(sc: Scenario, out: Path, resume: bool = False) -> None:
-    """Refuse an output folder that is a file, holds another scenario's run, or (to resume) a different version of it."""
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out}: exists and is not a directory")
+# What a run writes into its directory beside checkpoints/ and log.txt; a fresh run over an old one removes these
+# first, so a results.json never sits beside a scenario.yaml it does not belong to.
+_OUTPUTS = ("results.json", "metrics.csv", "report.md", "report.html", "summary.json", "summary.md", "summary.csv")
+LOCK_NAME = ".lock"
+
+
+def check_out_dir(sc: Scenario, out: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse an output folder that is unusable, holds another scenario's run, or (to resume) a different version.
+
+    A folder that holds a run of this scenario is continued with ``resume`` or replaced with ``overwrite``; without
+    either it is refused, so a finished run is never thrown away by accident.
+    """
+    for parent in [out, *out.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunDirError(f"--out {out}: {parent} exists and is not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise RunDirError(f"--out {out}: {parent} is not writable")
+            break
     prev = out / "scenario.yaml"
     if prev.is_file():
         try:
             old = yaml.safe_load(prev.read_text())
-        except yaml.YAMLError:
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
             old = None
         name = old.get("name") if isinstance(old, dict) else None
         if name != sc.name:
@@ -104,10 +123,58 @@ def check_out_dir(sc: Scenario, out: Path, resume: bool = False) -> None:
             )
         if resume and _comparable(old) != _comparable(scenario_to_dict(sc)):
             raise RunDirError(f"--out {out}: holds a run of {name!r} with different settings; cannot resume it")
-    elif out.is_dir() and any(out.iterdir()):
+        if not resume and not overwrite:
+            raise RunDirError(
+                f"--out {out}: holds a run of {name!r}; continue it with --resume or replace it with --overwrite"
+            )
+    elif out.is_dir() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunDirError(f"--out {out}: exists, is not empty and holds no fed-opc run")
     elif resume:
         raise RunDirError(f"--out {out}: nothing to resume")
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``<out>/.lock``) for the extent of a run.
+
+    A second run into the same folder is refused at once instead of mixing its results with the first one's. The lock
+    is an OS file lock: a killed run releases it, so ``--resume`` never finds a stale lock.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / LOCK_NAME
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunDirError(f"--out {self.path.parent}: another run is writing to it") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _clear_outputs(out: Path) -> None:
+    """Remove a previous run's outputs and checkpoints (``--overwrite``); results.json goes first."""
+    for name in _OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    (out / "log.txt").unlink(missing_ok=True)
+    for sub in ("checkpoints", "plots"):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
 
 
 class _FileLog:
@@ -180,9 +247,15 @@ class Ledger:
                 saved = json.loads(path.read_text())
             except json.JSONDecodeError as e:
                 raise CheckpointError(f"{path}: corrupted ledger ({e.msg})") from None
-            if sorted(saved.get("requests", {})) != sorted(request_ids):
+            entries = saved.get("requests") if isinstance(saved, dict) else None
+            if not isinstance(entries, dict) or not all(
+                isinstance(e, dict) and isinstance(e.get("status"), str) and isinstance(e.get("methods"), dict)
+                for e in entries.values()
+            ):
+                raise CheckpointError(f"{path}: corrupted ledger (not a fed-opc request ledger)")
+            if sorted(entries) != sorted(request_ids):
                 raise CheckpointError(f"{path}: the ledger holds other requests; run without --resume")
-            led.entries = saved["requests"]
+            led.entries = entries
         return led
 
     def save(self) -> None:
@@ -205,8 +278,10 @@ def simulate(
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     use_cache: bool = True,
     progress: bool = False,
+    engine: Callable[..., Any] | None = None,
 ) -> RunResult:
     """Run scenario ``sc`` and write its run directory.
 
@@ -215,35 +290,48 @@ def simulate(
     sc : a validated scenario (``fed_opc.config.load_scenario``).
     out_dir : the run directory (default ``output.dir`` or ``runs/<name>``).
     resume : continue from the checkpoints in ``out_dir``.
+    overwrite : replace a run of the same scenario that ``out_dir`` holds (without it, such a folder is refused).
     use_cache : reuse (and fill) the pretraining cache.
     progress : show progress bars on stderr.
+    engine : runs the server body instead of ``fed_opc.flower.run_apps`` (same arguments); ``strategies.flwr_app``
+        passes one that runs it on the grid of a Flower ServerApp (``flwr run``).
 
     """
     t0 = time.perf_counter()
     sd = prepare(sc)  # loads and checks the data before anything is written
     out = Path(out_dir) if out_dir is not None else default_out_dir(sc)
-    check_out_dir(sc, out, resume)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    write_text(out / "scenario.yaml", yaml.safe_dump(scenario_to_dict(sc), sort_keys=False))
-    if not resume:
-        for f in (out / "checkpoints").glob("*"):
-            f.unlink()
-    with _FileLog(out / "log.txt"):
-        log.info("run %s (seed %d) -> %s%s", sc.name, sc.seed, out, " (resumed)" if resume else "")
-        try:
-            result = _run(sc, sd, out, use_cache=use_cache, progress=progress)
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                log.warning("interrupted; the checkpoints let --resume continue")
-            else:
-                log.exception("run failed")
-            raise
-        result.results["wall_s"] = time.perf_counter() - t0
-        write_json(out / "results.json", result.results)
-        from strategies.report import write_report
+    check_out_dir(sc, out, resume, overwrite)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"--out {out}: cannot create it ({e.strerror or e})") from None
+    with RunLock(out):
+        check_out_dir(sc, out, resume, overwrite)  # again under the lock: another run may have started meanwhile
+        if not resume:
+            _clear_outputs(out)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        resolved = yaml.safe_dump(scenario_to_dict(sc), sort_keys=False)
+        if not resume:
+            write_text(out / "scenario.yaml", resolved)
+        with _FileLog(out / "log.txt"):
+            log.info("run %s (seed %d) -> %s%s", sc.name, sc.seed, out, " (resumed)" if resume else "")
+            try:
+                with torch_threads(sc.federation.server_threads):
+                    result = _run(sc, sd, out, use_cache=use_cache, progress=progress, engine=engine)
+            except BaseException as e:
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    log.warning("interrupted; the checkpoints let --resume continue")
+                else:
+                    log.exception("run failed")
+                raise
+            if resume:  # a resumed run may have changed execution settings: its scenario.yaml says which it ran with
+                write_text(out / "scenario.yaml", resolved)
+            result.results["wall_s"] = time.perf_counter() - t0
+            write_json(out / "results.json", result.results)
+            from strategies.report import write_report
 
-        write_report(out, result.results, scenario_to_dict(sc))
-        log.info("done in %.1f s", result.results["wall_s"])
+            write_report(out, result.results, scenario_to_dict(sc))
+            log.info("done in %.1f s", result.results["wall_s"])
     return result
 
 
@@ -255,16 +343,29 @@ def _stage_line(progress: bool, text: str) -> None:
         print(f"[fed-opc] {text}", file=sys.stderr, flush=True)
 
 
-def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress: bool) -> RunResult:
+def _run(
+    sc: Scenario,
+    sd: ScenarioData,
+    out: Path,
+    *,
+    use_cache: bool,
+    progress: bool,
+    engine: Callable[..., Any] | None = None,
+) -> RunResult:
     ck = out / "checkpoints"
     rounds = pretrain_rounds(sc)
     methods = list(sc.unlearning.methods)
     fed_methods = [m for m in methods if m in FEDERATED]
     cen_methods = [m for m in methods if m in CENTRALIZED]
     groups = request_groups(sc, sd) if sc.requests else []
+    warnings: list[str] = []
+    if methods and not groups:
+        warnings.append(f"the scenario has no deletion request: {', '.join(methods)} had nothing to serve")
+        _stage_line(progress, f"warning: {warnings[-1]}; only FL training runs")
     eraser = sc.unlearning.params.get("fed_eraser") if "fed_eraser" in fed_methods else None
     interval = eraser.interval if eraser is not None else 0
     key = cache.pretrain_key(sc, sd, rounds)
+    resume_key = cache.pretrain_key(sc, sd, rounds, execution=False)
     ledger = Ledger.load_or_new(ck / "ledger.json", sc.request_ids(), methods)
     ledger.save()
 
@@ -283,15 +384,15 @@ def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress
             outcomes[m] = MethodOutcome(saved["state"], saved["cost"], saved["diagnostics"], saved["observed"])
     stages = []
     if not pre:
-        stages.append(_pretrain_stage(sc, sd, rounds, key, ck / "pretrain.ckpt", pre, progress, interval))
+        stages.append(_pretrain_stage(sc, sd, rounds, (key, resume_key), ck / "pretrain.ckpt", pre, progress, interval))
         if use_cache:  # stored as soon as pretraining ends, so other runs can use it while this one goes on
-            stages.append(lambda grid, node_of: cache.save_pretrained(key, _cache_entry(pre), interval))
+            stages.append(lambda grid, node_of: _store_in_cache(key, pre, interval, progress))
     for m in fed_methods:
         if m not in outcomes:
             stages.append(_method_stage(sc, sd, m, groups, pre, init_state, rounds, ck, ledger, outcomes, progress))
     if stages:
         fed = sc.federation
-        run_apps(
+        (engine or run_apps)(
             make_client_app(sc),
             make_server_main(sd.num_clients, stages, register_timeout_s=max(60.0, fed.round_timeout_s)),
             num_clients=sd.num_clients,
@@ -314,6 +415,8 @@ def _run(sc: Scenario, sd: ScenarioData, out: Path, *, use_cache: bool, progress
         "requests": [],
         "methods": {},
     }
+    if warnings:
+        results["warnings"] = warnings
     states = {m: o.state for m, o in outcomes.items()}
     observed = {m: o.observed for m, o in outcomes.items()}
     if groups:
@@ -439,15 +542,14 @@ def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Pat
     att = sc.attacks
     if not (att.recovery or att.inversion.targets):
         return
-    from strategies.attack_run import attack_method, inversion_reference
+    from strategies.attack_run import attack_method, inversion_reference, read_inversion_against_original
 
     plots = ck.parent / "plots"
     plots.mkdir(exist_ok=True)
     for m in results["methods"]:
         path = ck / f"attacks.{m}.json"
-        if path.is_file():
-            block = json.loads(path.read_text())
-        else:
+        block = _read_attack_checkpoint(path, progress)
+        if block is None:
             _stage_line(progress, f"attacks on {m}")
             obs = outcomes[m].observed if m in outcomes else None
             block = attack_method(
@@ -456,15 +558,30 @@ def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Pat
             write_json(path, block)
         if block:
             results["methods"][m]["attacks"] = block
-    if att.inversion.targets and "global_model" in att.inversion.targets:
+    if att.inversion.targets:
         path = ck / "attacks.reference.json"
-        if path.is_file():
-            ref = json.loads(path.read_text())
-        else:
-            _stage_line(progress, "attacks: untrained-model reference")
-            ref = inversion_reference(sc, sd, new_model(sc, sd), forget, plots)
+        ref = _read_attack_checkpoint(path, progress)
+        if ref is None or "original_global_model" not in ref:
+            _stage_line(progress, "attacks: inversion of the untrained and the original model (calibration)")
+            ref = inversion_reference(sc, sd, new_model(sc, sd), pretrained, forget, plots)
             write_json(path, ref)
-        results["inversion_reference"] = {"untrained_global_model": ref}
+        results["inversion_reference"] = ref
+        read_inversion_against_original(results)
+
+
+def _read_attack_checkpoint(path: Path, progress: bool) -> dict | None:
+    """A finished attack block, or None when there is none; a damaged one is reported and computed again."""
+    if not path.is_file():
+        return None
+    try:
+        block = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        _stage_line(progress, f"warning: {path}: damaged ({e.__class__.__name__}); attacking again")
+        return None
+    if not isinstance(block, dict):
+        _stage_line(progress, f"warning: {path}: damaged (not an attack block); attacking again")
+        return None
+    return block
 
 
 def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: Ledger, outcomes, progress):
@@ -517,19 +634,25 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
     return stage
 
 
-def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: bool, interval: int):
+def _pretrain_stage(sc, sd, rounds, keys: tuple[str, str], ckpt_path: Path, pre: dict, progress: bool, interval: int):
     """FedAvg from the seeded initial model for ``rounds`` rounds, checkpointing every round.
 
+    ``keys`` = (the cache key, the same key without execution settings). A checkpoint whose settings differ only in
+    execution settings (client resources) is resumed; the result then mixes two thread counts, so it is not cached.
     With ``interval`` > 0 the server also stores every client update of rounds 1, 1 + interval, ... (FedEraser's
     history), checkpointed with the model.
     """
+    key, resume_key = keys
 
     def stage(grid, node_of) -> None:
         updates: dict[int, dict[int, dict]] = {}
 
         def resume(saved: dict[str, Any]) -> None:
-            if saved.get("key") != key:
+            if saved.get("resume_key") != resume_key:
                 raise CheckpointError(f"{ckpt_path}: belongs to different pretraining settings; run without --resume")
+            if saved.get("key") != key:
+                pre["mixed_settings"] = True
+                _stage_line(progress, "pretraining resumed under other client resources (thread counts)")
             updates.update({int(r): {int(p): u for p, u in per.items()} for r, per in saved.get("updates", {}).items()})
             bar.skip_to(int(saved["round"]))
 
@@ -549,7 +672,7 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
                 last_round=rounds,
                 stage="pretrain",
                 checkpoint=ckpt_path,
-                checkpoint_extra=lambda: {"key": key, "updates": updates},
+                checkpoint_extra=lambda: {"key": key, "resume_key": resume_key, "updates": updates},
                 on_resume=resume,
                 on_round_end=bar.update,
                 update_sink=sink if interval else None,
@@ -561,6 +684,17 @@ def _pretrain_stage(sc, sd, rounds, key, ckpt_path: Path, pre: dict, progress: b
             pre["updates"] = updates
 
     return stage
+
+
+def _store_in_cache(key: str, pre: dict[str, Any], interval: int, progress: bool) -> None:
+    """Store the pretraining in the cache; a cache is an optimisation, so a failure to write it is a warning."""
+    if pre.get("mixed_settings"):
+        _stage_line(progress, "pretraining was resumed under other client resources: not stored in the cache")
+        return
+    try:
+        cache.save_pretrained(key, _cache_entry(pre), interval)
+    except OSError as e:
+        _stage_line(progress, f"warning: cannot write the pretraining cache ({e.strerror or e}); going on without it")
 
 
 def _cache_entry(pre: dict[str, Any]) -> dict[str, Any]:

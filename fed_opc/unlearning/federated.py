@@ -60,7 +60,10 @@ class FedOPCConfig(RoundsConfig):
 
 @dataclass(frozen=True)
 class FedRetrainConfig:
-    """``unlearning.fed_retrain``: FedAvg from scratch without the forgotten data; ``rounds`` null = pretraining's."""
+    """``unlearning.fed_retrain``: FedAvg from scratch without the forgotten data.
+
+    ``rounds`` null = as many rounds as the federation has trained when the request fires.
+    """
 
     rounds: int | None = field(default=None, metadata=bounds(ge=1))
 

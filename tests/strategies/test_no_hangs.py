@@ -77,3 +77,22 @@ def test_exception_in_the_server_app_on_ray_ends_the_run(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="a bug in a strategy"):
         simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     assert "a bug in a strategy" in (tmp_path / "run" / "log.txt").read_text()
+
+
+@pytest.mark.timeout(60)
+def test_auto_address_naming_a_dead_cluster_fails_fast(monkeypatch):
+    # Ray resolves "auto" through $RAY_ADDRESS (else its record of the current cluster, which outlives the cluster);
+    # the address it names is checked like an explicit one instead of being retried for minutes
+    dead = f"127.0.0.1:{_free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", dead)
+    with pytest.raises(EngineError, match=f"'auto' names {dead}, which does not answer"):
+        check_ray_address("auto", timeout_s=2)
+
+
+@pytest.mark.timeout(60)
+def test_auto_address_with_a_live_listener_passes_the_check(monkeypatch):
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{srv.getsockname()[1]}")
+        check_ray_address("auto", timeout_s=2)  # answers: no error
