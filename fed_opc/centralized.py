@@ -79,7 +79,8 @@ def run_centralized(
     params : method name -> its ``Config``; a method without an entry uses its defaults.
     seed : the run's seed; method ``m`` draws from ``numpy_rng(seed, "unlearn/m")``.
     device : where to train and evaluate.
-    forgotten_classes : the removed classes for class scope (adds ``TA_forgotten_classes``).
+    forgotten_classes : the classes removed everywhere (class scope): TA and the MIA's non-members leave them out,
+        as SalUn does, and ``TA_forgotten_classes`` measures them.
     max_eval_retain : retain samples evaluated (a seeded subsample).
     log : called with one line per finished method.
 

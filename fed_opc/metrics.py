@@ -127,11 +127,16 @@ def is_collapsed(
 
 
 def mia_features(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Per-sample (confidence in the true class, predictive entropy): the inputs of the MIA classifier."""
+    """Per-sample (confidence in the true class, predictive entropy): the inputs of ``MIA_conf_entropy``."""
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    return np.concatenate([true_class_confidence(logits, labels), predictive_entropy(logits).numpy()[:, None]], axis=1)
+
+
+def true_class_confidence(logits: torch.Tensor, labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Per-sample softmax probability of the true class, as an (n, 1) array: the single input of SalUn's MIA."""
     labels = torch.as_tensor(labels, dtype=torch.int64)
     p = F.softmax(logits.double(), dim=1)
-    conf = p.gather(1, labels.view(-1, 1)).squeeze(1)
-    return torch.stack([conf, predictive_entropy(logits)], dim=1).numpy()
+    return p.gather(1, labels.view(-1, 1)).numpy()
 
 
 def mia_efficacy(
@@ -144,14 +149,15 @@ def mia_efficacy(
 ) -> float:
     """Membership-inference efficacy: the share of ``target`` samples an attack classifies as non-members.
 
-    As in SalUn (Fan et al., ICLR 2024) and l1-sparse (Jia et al., NeurIPS 2023): an RBF SVC (C=3, gamma="auto") is
-    trained on per-sample features of members (retain data) against non-members (test data), with as many samples of
-    each (at most ``max_per_class``, drawn with ``rng``), then predicts the forget data. High efficacy means the forget
-    data look like data the model never saw.
+    The procedure of SalUn's ``SVC_MIA`` (Fan et al., ICLR 2024; the same as l1-sparse, Jia et al., NeurIPS 2023): an
+    RBF SVC (C=3, gamma="auto") is trained on per-sample features of members (label 1) against non-members (label 0),
+    with as many samples of each (at most ``max_per_class``, drawn with ``rng``), then predicts ``target``; the
+    efficacy is ``1 - mean(prediction)``. High efficacy means the target samples look like data the model never saw.
 
     Parameters
     ----------
-    member, nonmember, target : (n, k) feature arrays, e.g. from :func:`mia_features`.
+    member, nonmember, target : (n, k) feature arrays, e.g. from :func:`true_class_confidence` (SalUn's ``MIA``)
+        or :func:`mia_features` (``MIA_conf_entropy``).
     rng : draws the balanced training subsample.
     max_per_class : cap on training samples per side, to keep the SVC fast.
 
@@ -294,18 +300,29 @@ def evaluate_outputs(
     y_f = torch.from_numpy(ev.train.labels[ev.forget_idx])
     y_r = torch.from_numpy(ev.train.labels[ev.retain_idx])
     y_t = torch.from_numpy(ev.test.labels[ev.test_idx])
+    in_forgotten = np.isin(y_t.numpy(), ev.forgotten_classes)
+    kept = torch.from_numpy(~in_forgotten)
     m: dict[str, float] = {
         "UA": 1.0 - accuracy_from_logits(out.forget_logits, y_f),
         "RA": accuracy_from_logits(out.retain_logits, y_r),
-        "TA": accuracy_from_logits(out.test_logits, y_t),
+        # SalUn's TA: a class removed everywhere leaves the test set too (no-op outside class scope)
+        "TA": accuracy_from_logits(out.test_logits[kept], y_t[kept]),
+        "TA_all": accuracy_from_logits(out.test_logits, y_t),
     }
-    if ev.forgotten_classes:
-        in_forgotten = np.isin(y_t.numpy(), ev.forgotten_classes)
-        if in_forgotten.any():
-            sel = torch.from_numpy(in_forgotten)
-            m["TA_forgotten_classes"] = accuracy_from_logits(out.test_logits[sel], y_t[sel])
-    if len(ev.retain_idx) and len(ev.test_idx):
+    if in_forgotten.any():
+        sel = torch.from_numpy(in_forgotten)
+        m["TA_forgotten_classes"] = accuracy_from_logits(out.test_logits[sel], y_t[sel])
+    if len(ev.retain_idx) and bool(kept.any()):
+        # SalUn: the true class's confidence alone; non-members = test samples of the retained classes
         m["MIA"] = mia_efficacy(
+            true_class_confidence(out.retain_logits, y_r),
+            true_class_confidence(out.test_logits[kept], y_t[kept]),
+            true_class_confidence(out.forget_logits, y_f),
+            rng=numpy_rng(ev.seed, "metrics/mia_salun"),
+            max_per_class=mia_max_per_class,
+        )
+    if len(ev.retain_idx) and len(ev.test_idx):
+        m["MIA_conf_entropy"] = mia_efficacy(
             mia_features(out.retain_logits, y_r),
             mia_features(out.test_logits, y_t),
             mia_features(out.forget_logits, y_f),
@@ -358,7 +375,9 @@ def evaluate_unlearning(
 
     Returns
     -------
-    ``UA``, ``RA``, ``TA``, ``TA_forgotten_classes`` (class scope), ``MIA``, ``avg_gap``, ``forget_feature_norm``,
+    ``UA``, ``RA``, ``TA`` (on the retained classes in class scope, as SalUn), ``TA_all`` (the whole test set),
+    ``TA_forgotten_classes`` (class scope), ``MIA`` (SalUn's efficacy), ``MIA_conf_entropy``, ``avg_gap`` (over UA, RA,
+    TA, MIA), ``forget_feature_norm``,
     ``retain_feature_norm``, ``forget_entropy``, ``cka_vs_original``, ``cka_vs_retrain``, ``nullspace_share``,
     ``dead_units_share``, ``n_predicted_classes`` and ``collapsed`` (0 or 1); keys that do not apply are absent.
 

@@ -7,9 +7,11 @@ import torch
 from fed_opc.data.datasets import load_dataset
 from fed_opc.metrics import (
     EvalSet,
+    Outputs,
     accuracy_from_logits,
     avg_gap,
     dead_units_share,
+    evaluate_outputs,
     evaluate_unlearning,
     is_collapsed,
     linear_cka,
@@ -20,9 +22,10 @@ from fed_opc.metrics import (
     n_predicted_classes,
     nullspace_share,
     predictive_entropy,
+    true_class_confidence,
 )
 from fed_opc.models import build_model
-from fed_opc.rng import torch_rng
+from fed_opc.rng import numpy_rng, torch_rng
 
 W = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # row space: the first two axes
 
@@ -138,6 +141,81 @@ def test_mia_features_by_hand():
     assert f[0, 1] == pytest.approx(math.log(2))
 
 
+def test_true_class_confidence_by_hand():
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])
+    assert true_class_confidence(logits, torch.tensor([1, 0])) == pytest.approx(np.array([[0.5], [0.75]]))
+    assert true_class_confidence(logits, torch.tensor([1, 0])).shape == (2, 1)
+
+
+def test_salun_mia_on_hand_made_confidences():
+    # members sure of their class, non-members unsure: two forget samples look like members, two like non-members
+    member = np.array([[1.0], [1.0], [1.0], [1.0]])
+    nonmember = np.array([[0.0], [0.0], [0.0], [0.0]])
+    target = np.array([[0.0], [0.05], [0.95], [1.0]])
+    assert mia_efficacy(member, nonmember, target, rng=np.random.default_rng(0)) == 0.5
+    assert mia_efficacy(member, nonmember, target[:2], rng=np.random.default_rng(0)) == 1.0
+    assert mia_efficacy(member, nonmember, target[2:], rng=np.random.default_rng(0)) == 0.0
+
+
+class _Labels:
+    def __init__(self, labels, num_classes=3):
+        self.labels = np.asarray(labels)
+        self.num_classes = num_classes
+
+
+def _hand_outputs():
+    """3 classes, class 0 forgotten everywhere; logits chosen so every metric can be read off by hand."""
+    big, one = 10.0, 1.0
+    # retain (members): classes 1 and 2, all sure and right -> confidence e^10 / (e^10 + 2)
+    retain_logits = torch.tensor([[0, big, 0], [0, big, 0], [0, 0, big], [0, 0, big]])
+    # test: two of class 0 (right), class 1 one right one wrong, class 2 both right, every one unsure
+    test_logits = torch.tensor([[one, 0, 0], [one, 0, 0], [0, one, 0], [0, 0, one], [0, 0, one], [0, 0, one]])
+    # forget (class 0): two still sure and right (look like members), two wrong at confidence 1 / (1 + 2e) = 0.16
+    forget_logits = torch.tensor([[big, 0, 0], [big, 0, 0], [0, one, one], [0, one, one]])
+    feats = torch.ones(4, 2)
+    out = Outputs(feats, forget_logits.float(), feats, retain_logits.float(), torch.ones(6, 2), test_logits.float())
+    train = _Labels([0, 0, 0, 0, 1, 1, 2, 2])
+    test = _Labels([0, 0, 1, 1, 2, 2])
+    ev = EvalSet(train, test, np.arange(4), np.arange(4, 8), np.arange(6), forgotten_classes=(0,), seed=0)
+    return out, ev
+
+
+def test_evaluate_outputs_salun_ta_and_mia_by_hand():
+    out, ev = _hand_outputs()
+    m = evaluate_outputs(out, ev, head_weight=torch.eye(3, 2))
+    assert m["UA"] == 0.5  # two of four forget samples still right
+    assert m["RA"] == 1.0
+    assert m["TA"] == 0.75  # retained classes only: 3 of the 4 test samples of classes 1 and 2
+    assert m["TA_all"] == pytest.approx(5 / 6)  # the whole test set, class 0 included
+    assert m["TA_forgotten_classes"] == 1.0
+    # SalUn's MIA: members at confidence ~1, non-members (test of classes 1, 2) at 0.58 and 0.21; the two sure forget
+    # samples are judged members, the two wrong ones (confidence 0.16) non-members
+    assert m["MIA"] == 0.5
+    # the earlier definition keeps its own name: (confidence, entropy), non-members = the whole test set
+    y_f, y_r, y_t = (torch.from_numpy(ev.train.labels[:4]), torch.from_numpy(ev.train.labels[4:]),
+                     torch.from_numpy(ev.test.labels))  # fmt: skip
+    expected = mia_efficacy(
+        mia_features(out.retain_logits, y_r),
+        mia_features(out.test_logits, y_t),
+        mia_features(out.forget_logits, y_f),
+        rng=numpy_rng(0, "metrics/mia"),
+    )
+    assert m["MIA_conf_entropy"] == expected
+    # avg_gap over the SalUn definitions
+    ref = {"UA": 1.0, "RA": 1.0, "TA": 0.5, "MIA": 1.0}
+    assert evaluate_outputs(out, ev, head_weight=torch.eye(3, 2), retrain_metrics=ref)["avg_gap"] == pytest.approx(
+        (0.5 + 0.0 + 0.25 + 0.5) / 4
+    )
+
+
+def test_evaluate_outputs_outside_class_scope_ta_is_the_whole_test_set():
+    out, ev = _hand_outputs()
+    ev = EvalSet(ev.train, ev.test, ev.forget_idx, ev.retain_idx, ev.test_idx, forgotten_classes=(), seed=0)
+    m = evaluate_outputs(out, ev, head_weight=torch.eye(3, 2))
+    assert m["TA"] == m["TA_all"] == pytest.approx(5 / 6)
+    assert "TA_forgotten_classes" not in m
+
+
 @pytest.fixture(scope="module")
 def tiny():
     data = load_dataset("synthetic", synthetic=(1, 300, 120, 4, 8, 3, 0.25))
@@ -153,7 +231,7 @@ def test_evaluate_unlearning_block(tiny):
     assert len(ev.retain_idx) == 100 and set(ev.retain_idx) <= set(retain)
     ref = model_outputs(model, ev, device="cpu")
     m = evaluate_unlearning(model, ev, device="cpu", original=ref, retrain=ref)
-    for k in ("UA", "RA", "TA", "TA_forgotten_classes", "MIA", "dead_units_share", "nullspace_share"):
+    for k in ("UA", "RA", "TA", "TA_all", "TA_forgotten_classes", "MIA", "MIA_conf_entropy", "dead_units_share"):
         assert 0.0 <= m[k] <= 1.0, k
     assert m["cka_vs_original"] == pytest.approx(1.0) and m["cka_vs_retrain"] == pytest.approx(1.0)
     assert "avg_gap" not in m  # no retrain metrics given: absent, not None
