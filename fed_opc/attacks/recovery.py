@@ -204,6 +204,45 @@ def floor_ua(labels: np.ndarray) -> float:
     return float(1.0 - np.bincount(labels).max() / len(labels))
 
 
+MEASURABLE_MIN_RANGE = 0.15
+
+
+def normalised_recovery(ua_attack: float, floor_ua_: float, acc_original: float) -> float:
+    """``(acc_attack - acc_floor) / (acc_original - acc_floor)`` with ``acc_attack = 1 - ua_attack`` and
+    ``acc_floor = 1 - floor_ua_``: 0 when the attack reads no more than a constant predictor (deep forgetting), 1 when
+    it reads back everything the original model knew (shallow). Not clipped: below 0 the attack does worse than the
+    constant predictor, above 1 better than the original model. Raises ``ValueError`` when the range is not positive.
+    """
+    span = float(acc_original) - (1.0 - float(floor_ua_))
+    if span <= 0.0:
+        raise ValueError(f"no range between the floor and the original model ({span:+.4f}): depth is not measurable")
+    return ((1.0 - float(ua_attack)) - (1.0 - float(floor_ua_))) / span
+
+
+def is_measurable(floor_ua_: float, acc_original: float, min_range: float = MEASURABLE_MIN_RANGE) -> bool:
+    """Whether the original model's forget accuracy is at least ``min_range`` above the constant-predictor floor's
+    accuracy; below it a normalised recovery divides by noise (e.g. one forgotten class: the floor is 100% accuracy).
+    """
+    return float(acc_original) - (1.0 - float(floor_ua_)) >= min_range
+
+
+def add_normalised_recovery(block: dict[str, object], acc_original: float) -> dict[str, object]:
+    """Add depth to a ``run_recovery`` block, in place: ``acc_original``, ``measurable`` and, when measurable, per
+    UA attack ``recovery`` (and ``recovery_steps`` beside ``UA_steps``). Returns the block.
+    """
+    floor = float(block["floor_UA"])
+    block["acc_original"] = float(acc_original)
+    block["measurable"] = is_measurable(floor, acc_original)
+    if not block["measurable"]:
+        return block
+    for entry in block.values():
+        if isinstance(entry, dict) and "UA" in entry:
+            entry["recovery"] = normalised_recovery(entry["UA"], floor, acc_original)
+            if "UA_steps" in entry:
+                entry["recovery_steps"] = [normalised_recovery(u, floor, acc_original) for u in entry["UA_steps"]]
+    return block
+
+
 def scores_on(
     predictor: Predictor, forget: SampleSet, device: torch.device | str, batch_size: int = 512
 ) -> torch.Tensor:
@@ -295,6 +334,8 @@ def run_recovery(
     "hr": {...}, "probe": {"UA", "entropy"}, "prototype": {"UA", "entropy"}, "forget_probe": {"acc", "chance",
     "entropy"}, "relearn": {"UA", "steps", "UA_steps", "entropy"}}`` for the attacks named. An attack that does not
     apply to the view (``NotApplicable``) is absent, and so is ``UA_restricted`` with fewer than two forgotten classes.
+    The block also holds the original model's forget accuracy ``acc_original`` and ``measurable``, and every UA
+    attack its normalised ``recovery`` when measurable (:func:`add_normalised_recovery`).
 
     """
     from fed_opc.attacks import RECOVERY
@@ -321,4 +362,6 @@ def run_recovery(
             continue
         entry.pop("floor_UA", None)  # one floor for the whole block: it depends on the forget labels only
         result[name] = entry
-    return result
+    original = placed(view.original, device)
+    acc_original = 1.0 - _ua(scores_on(eval_call(original, original), forget, device), torch.from_numpy(forget.labels))
+    return add_normalised_recovery(result, acc_original)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fed_opc.attacks import RECOVERY, AttackerSamples, RecoveryOutput, SampleSet, ServerView, run_recovery, score
-from fed_opc.attacks.recovery import Config, floor_ua
+from fed_opc.attacks.recovery import Config, add_normalised_recovery, floor_ua, is_measurable, normalised_recovery
 from fed_opc.data.datasets import load_dataset
 from fed_opc.losses import cross_entropy
 from fed_opc.models import FeatureModel, build_model, init_weights
@@ -107,6 +107,41 @@ def test_floor_ua_is_one_minus_the_largest_share():
         floor_ua(np.array([], dtype=np.int64))
 
 
+def test_normalised_recovery_by_hand():
+    # floor UA 0.6 (acc_floor 0.4), original forget accuracy 0.9: the range is 0.5
+    assert normalised_recovery(0.4, 0.6, 0.9) == pytest.approx(0.4)  # (0.6 - 0.4) / 0.5
+    assert normalised_recovery(0.6, 0.6, 0.9) == 0.0  # at the floor: deep
+    assert normalised_recovery(0.1, 0.6, 0.9) == pytest.approx(1.0)  # the original's accuracy: shallow
+    assert normalised_recovery(0.7, 0.6, 0.9) == pytest.approx(-0.2)  # below the floor: not clipped
+    assert normalised_recovery(0.05, 0.6, 0.9) == pytest.approx(1.1)  # above the original: not clipped
+    with pytest.raises(ValueError, match="not measurable"):
+        normalised_recovery(0.0, 0.0, 1.0)  # one forgotten class: the floor is 100% accuracy
+
+
+def test_measurable_needs_15_points_between_floor_and_original():
+    assert is_measurable(0.5, 0.65)  # range 0.15
+    assert not is_measurable(0.5, 0.64)
+    assert not is_measurable(0.0, 1.0)  # a single forgotten class
+    assert is_measurable(0.9, 0.8)  # a whole-client deletion over 10 classes: range 0.7
+
+
+def test_add_normalised_recovery_by_hand():
+    block = {
+        "floor_UA": 0.6,
+        "fm": {"UA": 0.4, "UA_restricted": 0.3, "entropy": 1.0},
+        "relearn": {"UA": 0.1, "steps": [1, 5], "UA_steps": [0.6, 0.1], "entropy": 0.5},
+        "forget_probe": {"acc": 0.9, "chance": 0.5, "entropy": 0.1},
+    }
+    add_normalised_recovery(block, 0.9)
+    assert block["acc_original"] == 0.9 and block["measurable"] is True
+    assert block["fm"]["recovery"] == pytest.approx(0.4)
+    assert block["relearn"]["recovery"] == pytest.approx(1.0)
+    assert block["relearn"]["recovery_steps"] == pytest.approx([0.0, 1.0])
+    assert "recovery" not in block["forget_probe"]  # scored among forgotten classes, against chance
+    flat = add_normalised_recovery({"floor_UA": 0.0, "fm": {"UA": 0.2}}, 1.0)
+    assert flat == {"floor_UA": 0.0, "fm": {"UA": 0.2}, "acc_original": 1.0, "measurable": False}
+
+
 def test_score_reads_the_restricted_argmax(data):
     forget, _, _ = split(data, [0, 1])
 
@@ -133,6 +168,8 @@ def test_fm_recovers_an_invertible_reencoding_exactly(data, trained):
     assert torch.equal(out.predict(x).argmax(1), predict(original, forget.data, forget.idx).argmax(1))
     res = run_recovery(view, ["fm"], forget)
     assert res["fm"]["UA"] == ua(original, forget)
+    assert res["acc_original"] == 1.0 - ua(original, forget) and res["measurable"] is True
+    assert res["fm"]["recovery"] == 1.0  # everything the original knew is read back
     # the unlearned model's own head reads the re-encoded features differently
     assert ua(original, forget) <= 0.2
     assert ua(view.unlearned, forget) >= 0.4
@@ -165,6 +202,9 @@ def test_training_free_attacks_on_zero_features_score_the_floor(data, trained, n
     # A constant read-out among two balanced forgotten classes is right on exactly half of them: exactly the floor.
     assert res[name]["UA_restricted"] == floor
     assert res[name]["UA"] in (floor, 1.0)
+    # at the floor: recovery 0; a constant prediction of a retained class: below 0 by (1 - 0.5) / (acc_original - 0.5)
+    expected = 0.0 if res[name]["UA"] == floor else -0.5 / (res["acc_original"] - 0.5)
+    assert res[name]["recovery"] == pytest.approx(expected)
 
 
 def test_kshot_attacks_read_separable_features(data):
@@ -196,8 +236,9 @@ def test_forget_probe_is_absent_for_one_forgotten_class(data):
     view = ServerView(original=model, unlearned=model, calibration=cal, forgotten_classes=(0,), aux=aux)
     res = run_recovery(view, ["forget_probe", "fm"], forget)
     assert "forget_probe" not in res
-    assert set(res["fm"]) == {"UA", "entropy"}  # no UA_restricted with one class
+    assert set(res["fm"]) == {"UA", "entropy"}  # no UA_restricted with one class, no recovery (not measurable)
     assert res["floor_UA"] == 0.0
+    assert res["measurable"] is False and res["acc_original"] == 1.0 - ua(model, forget)
 
 
 def train(model, pair, idx, steps, seed=0):
@@ -227,11 +268,14 @@ def test_run_recovery_produces_the_contract_block(data, trained):
     original = trained
     view = ServerView(original=original, unlearned=original, calibration=cal, forgotten_classes=(0, 1), aux=aux)
     res = run_recovery(view, list(RECOVERY), forget, k_shot=5, relearn_steps=(1, 2))
-    assert set(res) == {"floor_UA", *RECOVERY}
-    assert set(res["fm"]) == set(res["hr"]) == {"UA", "UA_restricted", "entropy"}
-    assert set(res["probe"]) == set(res["prototype"]) == {"UA", "entropy"}
+    assert set(res) == {"floor_UA", "acc_original", "measurable", *RECOVERY}
+    assert res["measurable"] is True
+    assert set(res["fm"]) == set(res["hr"]) == {"UA", "UA_restricted", "entropy", "recovery"}
+    assert set(res["probe"]) == set(res["prototype"]) == {"UA", "entropy", "recovery"}
     assert set(res["forget_probe"]) == {"acc", "chance", "entropy"}
-    assert set(res["relearn"]) == {"UA", "steps", "UA_steps", "entropy"}
+    assert set(res["relearn"]) == {"UA", "steps", "UA_steps", "entropy", "recovery", "recovery_steps"}
+    for name in ("fm", "hr", "probe", "prototype", "relearn"):
+        assert res[name]["recovery"] == normalised_recovery(res[name]["UA"], res["floor_UA"], res["acc_original"])
     fractions = [res["floor_UA"], res["forget_probe"]["acc"], *res["relearn"]["UA_steps"]]
     fractions += [
         v for e in res.values() if isinstance(e, dict) for k, v in e.items() if k.startswith("UA") and k != "UA_steps"
