@@ -74,6 +74,7 @@ def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu", executi
         "data": to_dict(sc.data) | {"root": None, "download": None, "checksums": None},
         "data_bytes": data_fingerprint(sd),
         "model": to_dict(sc.model),
+        "edge": _edge_part(sc),
         "federation": {
             k: getattr(fed, k)
             for k in (
@@ -91,6 +92,19 @@ def pretrain_key(sc, sd: ScenarioData, rounds: int, device: str = "cpu", executi
         "code": code_fingerprint(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _edge_part(sc) -> dict[str, Any] | None:
+    """Availability and device settings decide who trains when (and the trace file's bytes, not its path)."""
+    fed = sc.federation
+    if fed.availability.kind == "always" and not fed.devices.profiles:
+        return None  # the same key as before these settings existed
+    part: dict[str, Any] = {"availability": to_dict(fed.availability), "devices": to_dict(fed.devices)}
+    if fed.availability.kind == "trace":
+        base = Path(sc.path).parent if sc.path else Path()
+        p = Path(fed.availability.file)
+        part["availability"]["file"] = hashlib.sha256((p if p.is_absolute() else base / p).read_bytes()).hexdigest()
+    return part
 
 
 def cache_path(key: str, interval: int = 0) -> Path:

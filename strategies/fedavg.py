@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fed_opc.edge import Availability, EdgeClock, sampling_pool
 from fed_opc.flower import EngineError, message, record_bytes
 from fed_opc.rng import numpy_rng
 
@@ -70,6 +71,9 @@ class SeededFedAvg(FedAvg):
     exclude : ids of served deletion requests; clients drop those samples and refuse to read them.
     evaluate_clients : clients sampled for federated evaluation per round (0: none).
     max_failed_rounds : consecutive rounds in which every client fails before the run is stopped.
+    availability : who is online in a round (sampling draws among online clients only); None: everybody.
+    clock : the world's simulated clock; with device profiles, a client slower than the round deadline is a
+        straggler whose update is dropped.
 
     """
 
@@ -87,6 +91,8 @@ class SeededFedAvg(FedAvg):
         max_failed_rounds: int = 3,
         world: str = "main",
         update_sink=None,
+        availability: Availability | None = None,
+        clock: EdgeClock | None = None,
     ) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=1.0 if evaluate_clients else 0.0)
         self.seed = seed
@@ -101,6 +107,9 @@ class SeededFedAvg(FedAvg):
         self.max_failed_rounds = max_failed_rounds
         self.world = world
         self.update_sink = update_sink
+        self.availability = availability
+        self.clock = clock
+        self._bytes_down = 0  # payload bytes of one message of the current round
         self._sent: dict[int, ArrayRecord] = {}
         self.cost = CostMeter()
         self.sampled: dict[int, list[int]] = {}
@@ -119,6 +128,7 @@ class SeededFedAvg(FedAvg):
         config["exclude"] = list(self.exclude)
         config["world"] = self.world
         content = RecordDict({"arrays": arrays, "config": config})
+        self._bytes_down = record_bytes(arrays)
         self.cost.bytes_down += record_bytes(arrays) * len(pids)
         self.cost.messages += len(pids)
         group = str(self.absolute_round(server_round))
@@ -128,8 +138,11 @@ class SeededFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         rnd = self.absolute_round(server_round)
-        pids = sample_clients(self.seed, rnd, self.eligible, self.clients_per_round)
+        pool = sampling_pool(self.availability, rnd, self.eligible)
+        pids = sample_clients(self.seed, rnd, pool, self.clients_per_round) if pool else []
         self.sampled[rnd] = pids
+        if not pids:
+            log.info("round %d: no eligible client is online; the global model waits", rnd)
         if self.update_sink is not None:
             self._sent = {rnd: arrays}
         return self._messages(server_round, arrays, config, "train", pids)
@@ -157,10 +170,33 @@ class SeededFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = self.absolute_round(server_round)
+        if not self.sampled.get(rnd):  # nobody was online: an idle round, not a failure
+            if self.clock is not None:
+                self.clock.end_round(rnd)
+            return None, None
         ok = self._sorted_valid(server_round, replies, self.sampled.get(rnd, []))
         for r in ok:
             self.cost.bytes_up += record_bytes(r.content["arrays"])
             self.cost.client_samples += int(r.content["metrics"]["samples"])
+        if self.clock is not None:
+            work = [
+                (
+                    self.pid_of[r.metadata.src_node_id],
+                    int(r.content["metrics"]["samples"]),
+                    self._bytes_down,
+                    record_bytes(r.content["arrays"]),
+                )
+                for r in ok
+            ]
+            phase = self.clock.phase(work)
+            self.clock.end_round(rnd)
+            if phase.stragglers:
+                log.info("round %d: stragglers dropped (past the deadline): %s", rnd, phase.stragglers)
+                late = set(phase.stragglers)
+                ok = [r for r in ok if self.pid_of[r.metadata.src_node_id] not in late]
+                if not ok:
+                    log.warning("round %d: every update came after the deadline; the global model is unchanged", rnd)
+                    return None, None
         ok = [r for r in ok if int(r.content["metrics"]["num-examples"]) > 0]
         if self.update_sink is not None and rnd in self._sent:
             sent = self._sent[rnd].to_torch_state_dict()

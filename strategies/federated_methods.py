@@ -27,6 +27,7 @@ from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.client_unlearn import LocalUnlearnSpec
 from fed_opc.data.forget import ForgetSplit, union_forget
 from fed_opc.data.scenario_data import ScenarioData
+from fed_opc.edge import Availability, EdgeClock, sampling_pool
 from fed_opc.flower import EngineError, arrays_from_state, message, record_bytes, state_bytes, state_from_arrays
 from fed_opc.unlearning.federated import (
     FedEraserConfig,
@@ -59,6 +60,12 @@ class FedContext:
     init_state: dict[str, torch.Tensor] | None = None  # the seeded initial model (fed_retrain, fed_eraser)
     pretrain_rounds: int = 0
     update_history: dict[int, dict[int, dict[str, torch.Tensor]]] | None = None  # fed_eraser: round -> pid -> update
+    availability: Availability | None = None  # who is online per round (None: everybody, always)
+    clock: EdgeClock | None = None  # this world's simulated clock (device profiles)
+
+    def online(self, rnd: int, pids: Sequence[int]) -> list[int]:
+        """The clients of ``pids`` that are online in round ``rnd``."""
+        return sampling_pool(self.availability, rnd, pids)
 
 
 @dataclass
@@ -67,6 +74,13 @@ class MethodOutcome:
     cost: dict[str, float]
     diagnostics: dict[str, Any] = field(default_factory=dict)
     observed: dict[str, Any] = field(default_factory=dict)  # what the server saw, for the attacks
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> when and by whom it was served
+    edge: dict[str, Any] = field(default_factory=dict)  # the world's simulated clock and device costs
+
+
+# Methods whose protocol needs the requester itself (its local steps); on an edge federation they wait for it to come
+# online. The others (fed_retrain, fed_finetune, fed_eraser) serve a request without it.
+NEEDS_REQUESTER = frozenset({"fed_opc", "pga", "fed_ga", "fed_rl"})
 
 
 def _sub(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -130,6 +144,9 @@ def _add_cost(cost: dict[str, float], meter: dict[str, int], rounds: int = 0) ->
         cost[k] = cost.get(k, 0) + int(meter.get(k, 0))
 
 
+# A request that finds no requester online waits at most this many rounds inside a method's unlearning rounds.
+IDLE_LIMIT = 1000
+
 # ----------------------------------------------------------------------------------------------------------------------
 # FedAvg-based baselines
 
@@ -157,6 +174,8 @@ def fedavg_world(
         checkpoint=ctx.ckpt_dir / f"{ctx.world}.r{ctx.round0}.{tag}.ckpt",
         lr=lr,
         world=ctx.world,
+        availability=ctx.availability,
+        clock=ctx.clock,
     )
     return res.state, res.cost.as_dict(), [r.as_dict() for r in res.rounds]
 
@@ -208,11 +227,23 @@ def _exchange(
         meter["client_samples"] += int(r.content["metrics"]["samples"])
         ok.append((p, r.content))
     meter["failures"] = len(pids) - len(ok)
+    if ctx.clock is not None:  # one phase on the simulated clock; updates past the deadline are dropped
+        work = [(p, int(c["metrics"]["samples"]), down, record_bytes(c["arrays"])) for p, c in ok]
+        late = set(ctx.clock.phase(work).stragglers)
+        if late:
+            log.info("round %s: %s stragglers dropped (past the deadline): %s", group, who, sorted(late))
+            ok = [(p, c) for p, c in ok if p not in late]
+        meter["stragglers"] = len(late)
     return ok, meter
 
 
-def _retain_round(ctx: FedContext, state, rnd: int, pids: list[int], exclude: list[str]) -> tuple[dict, float, dict]:
-    """Ordinary training messages to ``pids``; returns (delta_r, weighted retain feature norm, cost meter)."""
+def _retain_round(
+    ctx: FedContext, state, rnd: int, pids: list[int], exclude: list[str]
+) -> tuple[dict | None, float, dict]:
+    """Ordinary training messages to ``pids``; returns (delta_r, weighted retain feature norm, cost meter).
+
+    ``delta_r`` is None when no retain client was online or every update came after the deadline (an idle round).
+    """
     arrays = arrays_from_state(state)
     fed = ctx.sc.federation
     cfg = ConfigRecord(
@@ -236,6 +267,8 @@ def _retain_round(ctx: FedContext, state, rnd: int, pids: list[int], exclude: li
         weights.append(float(m["num-examples"]))
         norms.append(float(m["feature_norm"]))
     if not deltas:
+        if not pids or meter.get("stragglers", 0):
+            return None, 0.0, meter
         raise EngineError(f"round {rnd}: no retain client answered")
     return _weighted_mean(deltas, weights), float(np.average(norms, weights=weights)), meter
 
@@ -323,13 +356,37 @@ def unlearning_rounds(
         if ckpt.is_file():
             ck = load_checkpoint(ckpt)
             state, cost, per_round, observed, rnd = ck["state"], ck["cost"], ck["per_round"], ck["observed"], ck["rnd"]
+            if ctx.clock is not None and "clock" in ck:
+                ctx.clock.restore(ck["clock"])
             served = sum(1 for r in per_round if r["served"])
         stopped = bool(per_round and per_round[-1].get("stop"))
+        idle = 0
         while not stopped and served < cfg.max_rounds:
             rnd += 1
-            retain_pids = sample_clients(sc.seed, rnd, retain_pool, k_retain, purpose=f"{ctx.world}/retain")
+            online_retain = ctx.online(rnd, retain_pool)
+            retain_pids = sample_clients(sc.seed, rnd, online_retain, k_retain, purpose=f"{ctx.world}/retain")
             delta_r, retain_norm, m1 = _retain_round(ctx, state, rnd, retain_pids, exclude)
-            req_pids = sample_clients(sc.seed, rnd, list(req.clients), k_req, purpose=f"{ctx.world}/requesters")
+            online_req = ctx.online(rnd, req.clients)
+            if delta_r is None or not online_req:
+                # an edge federation: no retain update in time, or no requester online. Without the requester the
+                # round is an ordinary FedAvg round; the request waits for the next round
+                _add_cost(cost, m1)
+                cost["rounds"] += 1
+                if delta_r is not None:
+                    state = _apply(state, delta_r)
+                if not online_req and ctx.clock is not None:
+                    ctx.clock.offline_met += 1
+                if ctx.clock is not None:
+                    ctx.clock.end_round(rnd)
+                per_round.append(
+                    {"round": rnd, "request": req.request_id, "requesters": [], "served": False, "idle": True}
+                )
+                idle += 1
+                if idle > IDLE_LIMIT:
+                    raise EngineError(f"{ctx.world}: {req.request_id} found no requester online in {IDLE_LIMIT} rounds")
+                continue
+            idle = 0
+            req_pids = sample_clients(sc.seed, rnd, online_req, k_req, purpose=f"{ctx.world}/requesters")
             round_spec, extra = spec, {}
             if rule == "reference_acc":
                 extra["ref_class_acc"] = per_class_test_accuracy(ctx, state)
@@ -337,6 +394,12 @@ def unlearning_rounds(
             for m in (m1, m2):
                 _add_cost(cost, m)
             cost["rounds"] += 1
+            if ctx.clock is not None:
+                ctx.clock.end_round(rnd)
+            if not outs and m2.get("stragglers", 0):  # the requesters' updates came too late: FedAvg, then retry
+                state = _apply(state, delta_r)
+                per_round.append({"round": rnd, "request": req.request_id, "requesters": req_pids, "served": False})
+                continue
             if not outs:
                 failed_streak += 1
                 log.warning("round %d: no requester of %s answered; retrying next round", rnd, req.request_id)
@@ -406,7 +469,9 @@ def unlearning_rounds(
             )
             state = new_state
             save_checkpoint(
-                ckpt, {"rnd": rnd, "state": state, "cost": cost, "per_round": per_round, "observed": observed}
+                ckpt,
+                {"rnd": rnd, "state": state, "cost": cost, "per_round": per_round, "observed": observed}
+                | ({"clock": ctx.clock.state()} if ctx.clock is not None else {}),
             )
             stopped = stop
         diagnostics["unlearning_rounds"] += per_round
@@ -493,8 +558,9 @@ def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_stat
     cost = _zero_cost()
     cost["server_storage_bytes"] = storage
     epochs = sc.federation.local_epochs * cfg.calibration_ratio
-    for t in sorted(hist):
-        pids = sorted(p for p in hist[t] if p in alive)
+    for i, t in enumerate(sorted(hist)):
+        # the stored round's participants that remain and are online now (the calibration runs at round0 + 1 + i)
+        pids = ctx.online(ctx.round0 + 1 + i, sorted(p for p in hist[t] if p in alive))
         if not pids:
             continue
         arrays = arrays_from_state(state)

@@ -38,17 +38,18 @@ from fed_opc.client_app import make_client_app, new_model
 from fed_opc.config import Scenario, scenario_to_dict
 from fed_opc.data.forget import ForgetSplit, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
-from fed_opc.flower import run_apps
+from fed_opc.edge import edge_of, new_clock
+from fed_opc.flower import EngineError, run_apps
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
 from fed_opc.threads import torch_threads
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
-from strategies.federated_methods import SERVE, FedContext, MethodOutcome, fedavg_world
+from strategies.federated_methods import IDLE_LIMIT, NEEDS_REQUESTER, SERVE, FedContext, MethodOutcome, fedavg_world
 from strategies.server_app import make_server_main
 from strategies.training import RoundRecord, TrainingResult, federated_training
 
 log = logging.getLogger("fed_opc")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class RunDirError(ValueError):
@@ -381,7 +382,14 @@ def _run(
         p = ck / f"method.{m}.ckpt"
         if ledger.done(m) and p.is_file():
             saved = load_checkpoint(p)
-            outcomes[m] = MethodOutcome(saved["state"], saved["cost"], saved["diagnostics"], saved["observed"])
+            outcomes[m] = MethodOutcome(
+                saved["state"],
+                saved["cost"],
+                saved["diagnostics"],
+                saved["observed"],
+                saved.get("latency", {}),
+                saved.get("edge", {}),
+            )
     stages = []
     if not pre:
         stages.append(_pretrain_stage(sc, sd, rounds, (key, resume_key), ck / "pretrain.ckpt", pre, progress, interval))
@@ -402,6 +410,11 @@ def _run(
             ray_address=fed.ray_address,
         )
 
+    if pre.get("clock"):  # an edge federation: the simulated clock at the end of each pretraining round
+        ends = pre["clock"]["round_end_s"]
+        pre["rounds"] = [
+            r | ({"sim_s": ends[str(r["round"])]} if str(r["round"]) in ends else {}) for r in pre["rounds"]
+        ]
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "scenario": sc.name,
@@ -435,8 +448,15 @@ def _run(
             }
             | ({"classes": list(s.classes)} if s.classes else {})
             | {"metrics": results.pop(f"_request_metrics/{s.request_id}", {})}
+            | (latency if (latency := _latency_of(s.request_id, outcomes)) else {})
         )
     return RunResult(out, results, pre["state"], states, observed)
+
+
+def _latency_of(request_id: str, outcomes: dict[str, MethodOutcome]) -> dict[str, Any]:
+    """``{"latency": {method: {requested_round, served_round, latency_rounds, latency_s?, overdue?, served_by}}}``."""
+    per = {m: o.latency[request_id] for m, o in outcomes.items() if request_id in o.latency}
+    return {"latency": per} if per else {}
 
 
 def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path, ledger, results, states, progress):
@@ -512,6 +532,8 @@ def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Pat
         results["methods"][m] = {"setting": "federated", "metrics": metrics, "cost": cost}
         if o.diagnostics:
             results["methods"][m]["diagnostics"] = o.diagnostics
+        if o.edge:
+            results["methods"][m]["edge"] = o.edge
     for m in cen_methods:
         c = cen[m]
         cost = {
@@ -558,6 +580,9 @@ def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Pat
             write_json(path, block)
         if block:
             results["methods"][m]["attacks"] = block
+    from strategies.depth import add_depth_gaps
+
+    add_depth_gaps(results)  # each method's normalised recovery against its retrain reference's
     if att.inversion.targets:
         path = ck / "attacks.reference.json"
         ref = _read_attack_checkpoint(path, progress)
@@ -585,11 +610,18 @@ def _read_attack_checkpoint(path: Path, progress: bool) -> dict | None:
 
 
 def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: Ledger, outcomes, progress):
-    """One federated method serving every request group in its own world (a ServerApp stage)."""
+    """One federated method serving every request group in its own world (a ServerApp stage).
+
+    The world starts from the pretrained model at the first request's round. Requests that fire at the same round are
+    served together; between request rounds, and after the last one up to ``federation.rounds``, the world continues
+    FedAvg without the served data. On an edge federation (``federation.availability``), a method that needs its
+    requester (``NEEDS_REQUESTER``) first waits for it to come online, the world training meanwhile without the
+    pending request's data; a request still waiting after its ``deadline_rounds`` is served by
+    ``unlearning.fallback`` when one is set. Every request's latency is recorded.
+    """
 
     def stage(grid, node_of) -> None:
         t0 = time.perf_counter()
-        cfg = sc.unlearning.params[m]
         state = pre["state"]
         served: list[str] = []
         total = {
@@ -603,30 +635,108 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
         }
         diagnostics: dict[str, Any] = {}
         observed: dict[str, Any] = {}
+        latency: dict[str, dict[str, Any]] = {}
         history = pre.get("updates")
+        availability, _ = edge_of(sc)
+        clock = new_clock(sc, pre.get("clock"))
+        request_cfg = dict(zip(sc.request_ids(), sc.requests))
+        cur = groups[0][0] if groups else 0  # the last round the world has trained
+
+        def context(served_before: list[str], round0: int) -> FedContext:
+            return FedContext(
+                grid, sc, sd, node_of, m, list(served_before), round0, ck, init_state, rounds, history,
+                availability, clock,
+            )  # fmt: skip
+
+        def add(cost: dict, rounds_: int | None = None) -> None:
+            for k in total:
+                total[k] += cost.get(k, 0) if rounds_ is None or k != "rounds" else rounds_
+
+        def serve(method: str, splits: list[ForgetSplit], rnd: int, requested: float, one_by_one: bool) -> None:
+            nonlocal state, observed, cur
+            ids = [s.request_id for s in splits]
+            outcome = SERVE[method](context(served, cur), splits, sc.unlearning.params[method], state)
+            state = outcome.state
+            add(outcome.cost)
+            if one_by_one:  # an edge federation: each request served when its requester is online
+                diag = outcome.diagnostics | ({"served_by": method} if method != m else {})
+                diagnostics.setdefault("requests", {})[ids[0]] = diag
+            else:
+                diagnostics.update({f"round{rnd}": outcome.diagnostics} if len(groups) > 1 else outcome.diagnostics)
+            observed = observed or outcome.observed
+            served.extend(ids)
+            for s in splits:
+                entry = {
+                    "requested_round": rnd,
+                    "served_round": cur + int(outcome.cost.get("rounds", 0)),
+                    "served_by": method,
+                }
+                entry["latency_rounds"] = entry["served_round"] - rnd
+                deadline = request_cfg[s.request_id].deadline_rounds
+                if deadline is not None:
+                    entry["overdue"] = entry["latency_rounds"] > deadline or method != m
+                if clock is not None and clock.devices.enabled:
+                    entry["latency_s"] = clock.now_s - requested
+                latency[s.request_id] = entry
+            if clock is not None:
+                # on an edge federation the rounds spent serving are rounds of the world's timeline (and clock): the
+                # world goes on after them
+                cur = max(cur, cur + int(outcome.cost.get("rounds", 0)))
+
+        def wait_rounds(pending: list[ForgetSplit], last: int, tag: str) -> None:
+            """FedAvg rounds cur+1..last without the served and the pending requests' data."""
+            nonlocal state, cur
+            if last <= cur:
+                return
+            if clock is not None:
+                clock.offline_met += last - cur  # rounds in which the pending request's requester was offline
+            state_, meter, _ = fedavg_world(context(served, cur), pending, state, cur + 1, last, tag)
+            state = state_
+            add(meter, last - cur)
+            cur = last
+
         for i, (rnd, splits) in enumerate(groups):
             ids = [s.request_id for s in splits]
             _stage_line(progress, f"{m}: serving {', '.join(ids)} (round {rnd})")
             ledger.mark(ids, m, "unlearning")
-            ctx = FedContext(grid, sc, sd, node_of, m, list(served), rnd, ck, init_state, rounds, history)
-            outcome = SERVE[m](ctx, splits, cfg, state)
-            state = outcome.state
-            for k in total:
-                total[k] += outcome.cost.get(k, 0)
-            diagnostics |= {f"round{rnd}": outcome.diagnostics} if len(groups) > 1 else outcome.diagnostics
-            observed = observed or outcome.observed
-            served += ids
+            cur = max(cur, rnd)
+            requested = clock.round_end_s.get(rnd, clock.now_s) if clock is not None else 0.0
+            if availability is None or m not in NEEDS_REQUESTER:
+                serve(m, splits, rnd, requested, one_by_one=False)
+            else:
+                for j, split in enumerate(splits):
+                    online_at = availability.next_online(split.clients, after=cur, limit=IDLE_LIMIT)
+                    deadline = request_cfg[split.request_id].deadline_rounds
+                    fallback = sc.unlearning.fallback
+                    late = deadline is not None and (online_at is None or online_at - rnd > deadline)
+                    if late and fallback is not None:
+                        wait_rounds(splits[j:], rnd + deadline, f"wait{rnd}.{split.request_id}")
+                        _stage_line(progress, f"{m}: {split.request_id} overdue; served by {fallback}")
+                        serve(fallback, [split], rnd, requested, one_by_one=True)
+                        continue
+                    if online_at is None:
+                        raise EngineError(f"{m}: no requester of {split.request_id} online within {IDLE_LIMIT} rounds")
+                    wait_rounds(splits[j:], online_at - 1, f"wait{rnd}.{split.request_id}")
+                    serve(m, [split], rnd, requested, one_by_one=True)
             nxt = groups[i + 1][0] if i + 1 < len(groups) else sc.federation.rounds
-            if nxt > rnd:  # the world goes on training without the served data until the next request (or the end)
-                cont = FedContext(grid, sc, sd, node_of, m, list(served), rnd, ck, init_state, rounds, history)
-                state, meter, _ = fedavg_world(cont, [], state, rnd + 1, nxt, f"continue{rnd}")
-                total["rounds"] += nxt - rnd
-                for k in ("client_samples", "bytes_up", "bytes_down", "messages", "failures"):
-                    total[k] += meter.get(k, 0)
+            if nxt > cur:  # the world goes on training without the served data until the next request (or the end)
+                cont = context(served, rnd)
+                state, meter, _ = fedavg_world(cont, [], state, cur + 1, nxt, f"continue{rnd}")
+                add(meter, nxt - cur)
+                cur = nxt
         total["wall_s"] = time.perf_counter() - t0
-        outcomes[m] = MethodOutcome(state, total, diagnostics, observed)
+        edge = clock.as_dict() if clock is not None else {}
+        outcomes[m] = MethodOutcome(state, total, diagnostics, observed, latency, edge)
         save_checkpoint(
-            ck / f"method.{m}.ckpt", {"state": state, "cost": total, "diagnostics": diagnostics, "observed": observed}
+            ck / f"method.{m}.ckpt",
+            {
+                "state": state,
+                "cost": total,
+                "diagnostics": diagnostics,
+                "observed": observed,
+                "latency": latency,
+                "edge": edge,
+            },
         )
         ledger.mark(served, m, "done")
         _stage_line(progress, f"{m}: done in {total['wall_s']:.1f} s")
@@ -646,6 +756,7 @@ def _pretrain_stage(sc, sd, rounds, keys: tuple[str, str], ckpt_path: Path, pre:
 
     def stage(grid, node_of) -> None:
         updates: dict[int, dict[int, dict]] = {}
+        clock = new_clock(sc)
 
         def resume(saved: dict[str, Any]) -> None:
             if saved.get("resume_key") != resume_key:
@@ -676,10 +787,14 @@ def _pretrain_stage(sc, sd, rounds, keys: tuple[str, str], ckpt_path: Path, pre:
                 on_resume=resume,
                 on_round_end=bar.update,
                 update_sink=sink if interval else None,
+                availability=edge_of(sc)[0],
+                clock=clock,
             )
         finally:
             bar.close()
         pre.update(state=res.state, rounds=[r.as_dict() for r in res.rounds], cost=res.cost.as_dict(), cached=False)
+        if clock is not None:
+            pre["clock"] = clock.state()
         if interval:
             pre["updates"] = updates
 
@@ -698,4 +813,4 @@ def _store_in_cache(key: str, pre: dict[str, Any], interval: int, progress: bool
 
 
 def _cache_entry(pre: dict[str, Any]) -> dict[str, Any]:
-    return {k: pre[k] for k in ("state", "rounds", "cost", "updates") if k in pre}
+    return {k: pre[k] for k in ("state", "rounds", "cost", "updates", "clock") if k in pre}

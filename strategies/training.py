@@ -91,6 +91,8 @@ def federated_training(
     lr: float | None = None,
     world: str = "main",
     update_sink=None,
+    availability=None,
+    clock=None,
 ) -> TrainingResult:
     """Run FedAvg rounds ``first_round..last_round`` (absolute numbers) from ``initial_state``.
 
@@ -106,6 +108,8 @@ def federated_training(
         if on_resume is not None:
             on_resume(saved)
         initial_state, first_round = saved["state"], int(saved["round"]) + 1
+        if clock is not None and "clock" in saved:
+            clock.restore(saved["clock"])
         history = [RoundRecord(**r) for r in saved["rounds"]]
         prev_cost = dict(saved["cost"])
         log.info("[%s] resuming after round %d", stage, first_round - 1)
@@ -122,6 +126,8 @@ def federated_training(
         evaluate_clients=int(round(fed.fraction_evaluate * len(eligible))),
         world=world,
         update_sink=update_sink,
+        availability=availability,
+        clock=clock,
     )
     strategy.cost = CostMeter(**prev_cost)
     records = history
@@ -149,6 +155,8 @@ def federated_training(
                 "rounds": [r.as_dict() for r in records],
                 "cost": strategy.cost.as_dict(),
             }
+            if clock is not None:
+                entry["clock"] = clock.state()
             save_checkpoint(checkpoint, entry | (checkpoint_extra() if checkpoint_extra is not None else {}))
         if on_round_end is not None:
             on_round_end(rec)
