@@ -55,7 +55,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    arch: Literal["small_cnn", "fedavg_cnn", "resnet18"] = "fedavg_cnn"
     norm: Literal["none", "batch", "group"] | None = None
     width: int = field(default=0, metadata=bounds(ge=0))
 

@@ -1,4 +1,4 @@
-"""Models that expose ``features(x)`` (penultimate, after global pooling) and a linear ``head`` with bias.
+"""Models that expose ``features(x)`` (the penultimate layer's output, after a ReLU) and a linear ``head`` with bias.
 
 ``forward(x) == head(features(x))`` for every model, which is what OPC contracts (``features``) and what the
 recovery attacks read. Weights are initialised from an explicit ``torch.Generator``, never from the global RNG.
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fed_opc.models.fedavg_cnn import fedavg_cnn
 from fed_opc.models.resnet import resnet18
 from fed_opc.models.small_cnn import small_cnn
 
@@ -36,7 +37,7 @@ class FeatureModel(nn.Module):
 
 
 ARCHS: dict[str, Callable[..., FeatureModel]] = {}
-DEFAULT_NORM = {"small_cnn": "none", "resnet18": "batch"}
+DEFAULT_NORM = {"small_cnn": "none", "fedavg_cnn": "none", "resnet18": "batch"}
 
 
 def _register(name: str, builder: Callable[..., tuple[nn.Module, int]]) -> None:
@@ -48,6 +49,7 @@ def _register(name: str, builder: Callable[..., tuple[nn.Module, int]]) -> None:
 
 
 _register("small_cnn", small_cnn)
+_register("fedavg_cnn", fedavg_cnn)
 _register("resnet18", resnet18)
 
 
@@ -80,7 +82,7 @@ def build_model(
 
     Parameters
     ----------
-    arch : one of ``ARCHS`` (``small_cnn``, ``resnet18``).
+    arch : one of ``ARCHS`` (``fedavg_cnn``, ``small_cnn``, ``resnet18``; docs/models.md says which to use when).
     num_classes, in_channels : from the dataset.
     norm : ``none``, ``batch`` or ``group`` normalisation after each conv; ``None`` takes the architecture's default
         (``DEFAULT_NORM``; ``resnet18`` always uses batch norm).

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """The normalisation after a convolution: ``none`` (identity), ``batch`` or ``group`` (8 groups, fewer when narrower)."""
     if kind == "none":
         return nn.Identity()
     if kind == "batch":
@@ -24,7 +25,7 @@ def small_cnn(in_channels: int, norm: str = "none", width: int = 0) -> tuple[nn.
     def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
         layers: list[nn.Module] = [
             nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"),
-            _norm(norm, cout),
+            norm_layer(norm, cout),
             nn.ReLU(inplace=True),
         ]
         return layers + ([nn.MaxPool2d(2)] if pool else [])

@@ -6,7 +6,15 @@ from fed_opc.rng import torch_rng
 
 
 @pytest.mark.parametrize(
-    "arch,norm", [("small_cnn", "none"), ("small_cnn", "batch"), ("small_cnn", "group"), ("resnet18", None)]
+    "arch,norm",
+    [
+        ("small_cnn", "none"),
+        ("small_cnn", "batch"),
+        ("small_cnn", "group"),
+        ("fedavg_cnn", "none"),
+        ("fedavg_cnn", "group"),
+        ("resnet18", None),
+    ],
 )
 def test_shapes_features_and_head(arch, norm):
     m = build_model(arch, 10, 3, generator=torch_rng(0, "init"), norm=norm).eval()
@@ -42,3 +50,20 @@ def test_small_input_and_grayscale():
 def test_unknown_arch():
     with pytest.raises(KeyError, match="valid: " + ", ".join(sorted(ARCHS))):
         build_model("vgg", 10, 3, generator=torch_rng(0, "init"))
+
+
+def test_fedavg_cnn_is_the_papers_network_on_mnist():
+    """McMahan et al. (2017): 5x5 conv 32, pool, 5x5 conv 64, pool, fc 512, softmax: 1,663,370 parameters on MNIST."""
+    m = build_model("fedavg_cnn", 10, 1, generator=torch_rng(0, "init"))
+    assert sum(p.numel() for p in m.parameters()) == 832 + 51_264 + 1_606_144 + 5_130 == 1_663_370
+    x = torch.zeros(3, 1, 28, 28)
+    before_pool = m.body[:8](x)  # two conv-norm-ReLU-max-pool blocks
+    assert before_pool.shape == (3, 64, 7, 7)
+    assert torch.equal(m.body[8](before_pool), before_pool)  # the 7 x 7 pool is the identity on MNIST
+    assert m.feature_dim == 512 and m.features(x).shape == (3, 512)
+
+
+def test_fedavg_cnn_takes_any_image_size_with_the_same_parameters():
+    a = build_model("fedavg_cnn", 10, 3, generator=torch_rng(0, "init"), width=8)
+    assert a(torch.zeros(2, 3, 32, 32)).shape == a(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    assert a.feature_dim == 128
