@@ -162,11 +162,20 @@ class InProcessGrid(Grid):
 
     Node ids are random 63-bit integers like Flower's (from a fixed local generator), so code that confuses node ids
     with partition ids fails here too. Messages are deep-copied in both directions, as pickling across Ray does.
+
+    With ``workers`` > 1 the messages of one push run on that many threads at once, each client with
+    ``client_threads`` torch threads (as a Ray actor would): torch releases the GIL inside its kernels, so clients of a
+    round train in parallel. Every client computes from its own message and generators and replies are read back by
+    message id, so the results are those of sequential execution.
     """
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
+    def __init__(
+        self, client_app: ClientApp, num_nodes: int, run_id: int = 1, workers: int = 1, client_threads: int = 1
+    ) -> None:
         from flwr.supercore.run import Run
 
+        self.workers = max(1, int(workers))
+        self.client_threads = max(1, int(client_threads))
         rng = random.Random(0)
         self._app = client_app
         self._contexts: dict[int, Context] = {}
@@ -196,20 +205,34 @@ class InProcessGrid(Grid):
     def get_node_ids(self) -> list[int]:
         return list(self._contexts)
 
+    def _handle(self, m: Message) -> Message:
+        ctx = self._contexts[m.metadata.dst_node_id]
+        try:
+            rep = self._app(copy.deepcopy(m), ctx)
+        except Exception as e:  # a client failure becomes an error reply, as on Ray
+            log.warning("client %s raised %s", ctx.node_config["partition-id"], repr(e))
+            rep = Message(Error(code=0, reason=repr(e)), reply_to=m)
+        rep.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        return copy.deepcopy(rep)
+
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
-        for m in messages:
-            mid = str(uuid.uuid4())
+        messages = list(messages)
+        ids = [str(uuid.uuid4()) for _ in messages]
+        for m, mid in zip(messages, ids):
             m.metadata.__dict__["_message_id"] = mid
-            ctx = self._contexts[m.metadata.dst_node_id]
-            try:
-                rep = self._app(copy.deepcopy(m), ctx)
-            except Exception as e:  # a client failure becomes an error reply, as on Ray
-                log.warning("client %s raised %s", ctx.node_config["partition-id"], repr(e))
-                rep = Message(Error(code=0, reason=repr(e)), reply_to=m)
-            rep.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-            self._replies[mid] = copy.deepcopy(rep)
-            ids.append(mid)
+        nodes = [m.metadata.dst_node_id for m in messages]
+        if self.workers > 1 and len(messages) > 1 and len(set(nodes)) == len(nodes):
+            from concurrent.futures import ThreadPoolExecutor
+
+            from fed_opc.threads import torch_threads
+
+            # torch's thread count is process-wide: it is set once for the whole batch, to what each client uses
+            with torch_threads(self.client_threads), ThreadPoolExecutor(min(self.workers, len(messages))) as pool:
+                replies = list(pool.map(self._handle, messages))
+        else:  # one at a time (also when a node gets two messages: its context is updated in order)
+            replies = [self._handle(m) for m in messages]
+        for mid, rep in zip(ids, replies):
+            self._replies[mid] = rep
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
@@ -292,7 +315,10 @@ def run_apps(
         out["result"] = main(GuardedGrid(grid, cancel))
 
     if backend == "inprocess":
-        server(InProcessGrid(client_app, num_clients), _server_context())
+        # as many clients at once as Ray would run actors on this machine, each with num_cpus threads
+        workers = max(1, int((os.cpu_count() or 1) // max(num_cpus, 1e-9)))
+        grid = InProcessGrid(client_app, num_clients, workers=workers, client_threads=max(1, int(num_cpus)))
+        server(grid, _server_context())
         return out["result"]
     if backend != "ray":
         raise ValueError(f"unknown backend {backend!r}; valid: ray, inprocess")

@@ -138,3 +138,30 @@ def test_same_seed_same_numbers_other_seed_differs(tmp_path):
     acc = lambda r: [x["test_acc"] for x in r.results["pretrain"]["rounds"]]  # noqa: E731
     assert acc(a) == acc(b)
     assert not np.array_equal(a.pretrained_state["head.weight"], c.pretrained_state["head.weight"])
+
+
+def test_parallel_in_process_clients_give_the_sequential_results(tmp_path, monkeypatch):
+    import fed_opc.flower as flower
+    from fed_opc.config import parse_scenario
+    from tests.helpers import tiny
+
+    raw = tiny(**{"federation.rounds": 3, "data.num_clients": 5, "federation.clients_per_round": 3})
+    raw["requests"] = [{"client": 1, "scope": "client", "round": 2}]
+    raw["unlearning"] = {"methods": ["fed_opc", "fed_finetune"], "fed_opc": {"max_rounds": 1}}
+    pools = []
+    real_init = flower.InProcessGrid.__init__
+
+    def record(self, *a, **kw):
+        real_init(self, *a, **kw)
+        pools.append(self.workers)
+
+    monkeypatch.setattr(flower.InProcessGrid, "__init__", record)
+    monkeypatch.setattr(flower.os, "cpu_count", lambda: 1)
+    one = simulate(parse_scenario(raw), tmp_path / "one", use_cache=False)
+    monkeypatch.setattr(flower.os, "cpu_count", lambda: 3)
+    three = simulate(parse_scenario(raw), tmp_path / "three", use_cache=False)
+    assert pools == [1, 3]
+    for m in ("fed_opc", "fed_finetune"):
+        a, b = one.states[m], three.states[m]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(one.pretrained_state[k], three.pretrained_state[k]) for k in one.pretrained_state)
