@@ -36,6 +36,9 @@ FRACTION_KEYS = frozenset(
         "MIA",
         "avg_gap",
         "TA_forgotten_classes",
+        "TA_all",
+        "MIA_conf_entropy",
+        "acc_original",
         "nullspace_share",
         "dead_units_share",
         "cka_vs_original",
@@ -63,7 +66,14 @@ RECOVERY_ATTACKS = {
     "prototype": "prototype: k-shot class means",
     "relearn": "relearn: a few fine-tuning steps",
 }
-PLOT_FILES = ("pretrain_accuracy.png", "metrics.png", "recovery_attacks.png", "feature_norms.png", "cost_vs_gap.png")
+PLOT_FILES = (
+    "pretrain_accuracy.png",
+    "metrics.png",
+    "recovery_attacks.png",
+    "depth.png",
+    "feature_norms.png",
+    "cost_vs_gap.png",
+)
 MB = 1e6  # decimal megabytes: bytes / 10^6
 
 
@@ -111,13 +121,20 @@ def _fmt_one(x: float, kind: str) -> str:
         return f"{x:.2f}"
     if kind == "ssim":
         return f"{x:.3f}"
+    if kind == "num2":
+        return f"{x:.2f}"
+    if kind == "gap":  # a signed difference of normalised recoveries
+        return f"{x:+.2f}"
+    if kind == "pp":  # a signed difference in percentage points
+        return f"{x:+.1f}"
     out = f"{x:#.3g}"  # three significant digits, trailing zeros kept so columns line up (8.00, 0.496)
     return out.rstrip(".") if "e" not in out else out
 
 
 def fmt(v: Any, kind: str = "num") -> str:
-    """Format a value for a table: ``kind`` is pct (fraction shown in percent, one decimal), s, int, mb, db, flag or
-    num; a summary leaf prints as ``mean ± std``; an absent value as an en dash.
+    """Format a value for a table: ``kind`` is pct (fraction shown in percent, one decimal), s, int, mb, db, flag,
+    num2 (two decimals), gap (signed, two decimals), pp (signed, one decimal) or num; a summary leaf prints as
+    ``mean ± std``; an absent value as an en dash.
     """
     if kind == "flag":
         x = number(v)
@@ -132,7 +149,8 @@ def fmt(v: Any, kind: str = "num") -> str:
     if is_stats(v):
         std = number(v.get("std"))
         # a derived value (a sum of means) has no stored spread: print the mean alone rather than a made-up std
-        return f"{_fmt_one(x, kind)} ± {_fmt_one(std, kind)}" if std is not None else _fmt_one(x, kind)
+        std_kind = {"gap": "num2", "pp": "s"}.get(kind, kind)  # a spread has no sign
+        return f"{_fmt_one(x, kind)} ± {_fmt_one(std, std_kind)}" if std is not None else _fmt_one(x, kind)
     return _fmt_one(x, kind)
 
 
@@ -150,6 +168,10 @@ def kind_of(key: str) -> str:
         return "int"
     if last in {"psnr", "baseline_psnr"}:
         return "db"
+    if last in {"recovery", "recovery_steps"}:  # normalised recovery: 0 = floor, 1 = original
+        return "num2"
+    if last == "gap_to_retrain":
+        return "gap"
     if last == "ssim":
         return "ssim"
     return "num"
@@ -337,8 +359,9 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 
 
 def _inline_html(text: str) -> str:
-    # Markdown's `code` spans are the only inline markup the report uses
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    # Markdown's `code` spans and **bold** are the only inline markup the report uses
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
 
 
 _CSS = """
@@ -417,6 +440,7 @@ def headline_table(results: dict[str, Any]) -> Table | None:
         ("UA %", lambda e: dig(e, "metrics", "UA"), "pct"),
         ("RA %", lambda e: dig(e, "metrics", "RA"), "pct"),
         ("TA %", lambda e: dig(e, "metrics", "TA"), "pct"),
+        ("TA all classes %", _ta_all_if_different, "pct"),
         ("TA forgotten classes %", lambda e: dig(e, "metrics", "TA_forgotten_classes"), "pct"),
         ("MIA %", lambda e: dig(e, "metrics", "MIA"), "pct"),
         ("avg_gap (pp)", lambda e: dig(e, "metrics", "avg_gap"), "pct"),
@@ -434,6 +458,12 @@ def headline_table(results: dict[str, Any]) -> Table | None:
         rows.append([m, str(e.get("setting", "–"))] + [fmt(get(e), kind) for _, get, kind in cols])
         classes.append(str(e.get("setting", "")))
     return Table(["method", "setting"] + [c[0] for c in cols], rows, [False, False] + [True] * len(cols), classes)
+
+
+def _ta_all_if_different(e: dict[str, Any]) -> Any:
+    # TA is on the retained classes in class scope (SalUn); the whole test set's accuracy is shown only where it differs
+    ta, ta_all = dig(e, "metrics", "TA"), dig(e, "metrics", "TA_all")
+    return ta_all if number(ta_all) is not None and number(ta_all) != number(ta) else None
 
 
 def _bytes_sent(e: dict[str, Any]) -> Any:
@@ -552,7 +582,9 @@ def recovery_table(results: dict[str, Any]) -> Table | None:
     cols: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
         ("model UA %", lambda e: dig(e, "metrics", "UA"), "pct"),
         ("floor UA %", lambda e: dig(e, "attacks", "recovery", "floor_UA"), "pct"),
+        ("original model UA %", _original_ua, "pct"),
     ]
+    cols = [c for c in cols if _any(results, c[1])]
     for a in names:
         if a == "forget_probe":
             cols.append(("forget_probe acc %", lambda e: dig(e, "attacks", "recovery", "forget_probe", "acc"), "pct"))
@@ -572,6 +604,13 @@ def recovery_table(results: dict[str, Any]) -> Table | None:
         rows.append([m, str(e.get("setting", "–"))] + [fmt(get(e), kind) for _, get, kind in cols])
         classes.append(str(e.get("setting", "")))
     return Table(["method", "setting"] + [c[0] for c in cols], rows, [False, False] + [True] * len(cols), classes)
+
+
+def _original_ua(e: dict[str, Any]) -> Any:
+    acc = dig(e, "attacks", "recovery", "acc_original")
+    if is_stats(acc):
+        return {"mean": 1.0 - acc["mean"], "std": acc.get("std"), "n": acc["n"]}
+    return 1.0 - acc if number(acc) is not None else None
 
 
 def inversion_table(results: dict[str, Any]) -> Table | None:
@@ -896,9 +935,35 @@ PLOTS: dict[str, tuple[Callable[[dict[str, Any], Path], bool], str]] = {
     ),
     "metrics.png": (plot_metrics, "UA, RA, TA and MIA per method (blue: federated, orange hatched: centralized)"),
     "recovery_attacks.png": (plot_recovery, "UA after each recovery attack, with the constant-predictor floor"),
+    "depth.png": (
+        lambda results, path: _depth().plot_depth(results, path),
+        "Normalised recovery per attack: 0 = constant-predictor floor, 1 = original model, dashed = retrain reference",
+    ),
     "feature_norms.png": (plot_feature_norms, "Forget vs retain penultimate feature norms per method"),
     "cost_vs_gap.png": (plot_cost, "Cost (client samples, bytes) vs avg_gap per method"),
+    "latency.png": (
+        lambda results, path: _edge().plot_latency(results, path),
+        "How long each request waited for each federated method, in rounds and simulated hours (docs/edge.md)",
+    ),
+    "sim_clock.png": (
+        lambda results, path: _edge().plot_sim_clock(results, path),
+        "Global test accuracy during pretraining against the simulated clock of the edge federation",
+    ),
 }
+
+
+def _edge():
+    # strategies.edge_report builds on this module's tables and plot helpers, so it is imported when first needed
+    from strategies import edge_report
+
+    return edge_report
+
+
+def _depth():
+    # strategies.depth builds on this module's tables and plot helpers, so it is imported when first needed
+    from strategies import depth
+
+    return depth
 
 
 def write_plots(run_dir: Path, results: dict[str, Any]) -> list[Path]:
@@ -1005,7 +1070,9 @@ def pretrain_items(results: dict[str, Any]) -> list[str]:
 
 HOW_TO_READ = [
     "UA (unlearning accuracy) = 1 − accuracy on the forget set; RA = retain accuracy; TA = test accuracy; all in "
-    "percent. MIA = share of forget samples a membership-inference classifier judges to be non-members.",
+    "percent. In a class deletion TA is on the retained classes (as SalUn reports it; `TA all classes` is the whole "
+    "test set). MIA = share of forget samples a membership-inference classifier judges to be non-members (SalUn's "
+    "SVC on the true class's confidence, trained on retain samples against test samples of the retained classes).",
     "The reference is retraining without the forgotten data: `fed_retrain` for federated methods, `retrain` for "
     "centralized ones. avg_gap = mean |difference| to that reference over UA, RA, TA and MIA, in percentage points: "
     "lower is closer.",
@@ -1016,6 +1083,9 @@ HOW_TO_READ = [
     "a k-shot probe, a few fine-tuning steps). An attack whose UA sits at the floor (the UA of a constant predictor of "
     "the most frequent forget label) recovered nothing; an attack UA well below the model's own UA means the "
     "forgotten predictions were hidden, not removed.",
+    "Forgetting depth: normalised recovery puts each attack's forget accuracy between the constant-predictor floor "
+    "(0: deep) and the original model (1: shallow), so it compares across models and datasets; the verdicts read "
+    "the strongest frozen read-out against the retrain reference (thresholds in docs/metrics.md).",
     "Inversion: a PSNR at or below the flat baseline (a mean-colour image) means the reconstruction shows nothing of "
     "the private images.",
     "collapsed = yes marks a degenerate model (it predicts very few classes or its features died); its UA means little.",
@@ -1031,7 +1101,11 @@ def report_blocks(
 ) -> list[Block]:
     """The report's content, in order, for :func:`to_markdown` and :func:`to_html`."""
     title = f"fed-opc run report: {results.get('scenario', run_dir.name)}"
-    blocks: list[Block] = [Heading(title, 1), Heading("Scenario"), Bullets(scenario_items(results, scenario))]
+    blocks: list[Block] = [Heading(title, 1)]
+    warning = _depth().chance_warning(results, scenario)
+    if warning:
+        blocks.append(Para(warning))
+    blocks += [Heading("Scenario"), Bullets(scenario_items(results, scenario))]
     if note:
         blocks.append(Para(note))
     pre = pretrain_items(results)
@@ -1039,6 +1113,18 @@ def report_blocks(
         blocks += [Heading("Pretraining"), Bullets(pre)]
     tables = [
         ("Deletion requests", requests_table(results), None),
+        (
+            "Request latency",
+            _edge().latency_table(results),
+            "Rounds (and simulated hours) from each request to the end of its serving, per federated method; an "
+            "overdue request was not served within its deadline (docs/edge.md).",
+        ),
+        (
+            "Edge devices",
+            _edge().device_table(results),
+            "Per federated method's world: rounds a requester was offline when needed, simulated time, stragglers "
+            "dropped, and each device profile's busy hours and megabytes.",
+        ),
         (
             "Headline",
             headline_table(results),
@@ -1066,6 +1152,8 @@ def report_blocks(
         if text:
             blocks.append(Para(text))
         blocks.append(table)
+        if heading == "Recovery attacks":
+            blocks += _depth().depth_section(results)
     images = [(p, PLOTS[p.name][1]) for p in plots if p.name in PLOTS]
     images += [
         (p, f"Gradient inversion, {p.stem.removeprefix('inversion_').replace('_', ' ')}: originals (top) and "
@@ -1086,7 +1174,7 @@ def write_report(run_dir: Path, results: dict[str, Any], scenario: dict[str, Any
     Parameters
     ----------
     run_dir : the run directory (created if needed).
-    results : the content of ``results.json`` (schema_version 1); any value may be absent.
+    results : the content of ``results.json`` (schema_version 1 or 2); any value may be absent.
     scenario : the resolved scenario as a dict (``fed_opc.config.scenario_to_dict``); None reads
         ``run_dir/scenario.yaml`` when it exists.
 

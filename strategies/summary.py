@@ -44,7 +44,7 @@ from strategies.report import (
     to_markdown,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STD_NOTE = "sample standard deviation (ddof=1) over the n seeds holding the value; 0.0 when n = 1"
 
 
@@ -212,7 +212,7 @@ def summary_csv_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, Any, 
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """``summary.md``: the headline, per-request and recovery tables as mean ± std over seeds."""
+    """``summary.md``: the headline, per-request, recovery and depth tables as mean ± std over seeds."""
     n = summary.get("n_seeds", "?")
     seeds = ", ".join(str(s) for s in summary.get("seeds") or [])
     blocks: list[Any] = [
@@ -229,6 +229,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ):
         if table is not None:
             blocks += [Heading(heading), table]
+        if heading == "Recovery attacks":
+            from strategies.depth import depth_section
+
+            blocks += depth_section(summary)  # normalised recovery and verdicts, read on the means
     missing = _partial_values(summary)
     if missing:
         blocks += [

@@ -202,3 +202,20 @@ def test_compare_script_from_a_checkout(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "fed_opc" in proc.stdout and "opc" in proc.stdout and "25.0" in proc.stdout
+
+
+def test_summary_reads_depth_on_the_means(tmp_path):
+    runs = []
+    for s, fm in ((0, 0.04), (1, 0.08)):
+        r = seed(s, 0.5)
+        r["methods"]["fed_opc"]["attacks"]["recovery"] = {
+            "floor_UA": 0.8,
+            "acc_original": 0.9,
+            "measurable": True,
+            "fm": {"UA": 0.7, "recovery": fm},
+        }
+        r["methods"]["fed_opc"]["metrics"]["collapsed"] = 0
+        runs.append(r)
+    md = write_summary(tmp_path, runs)[1].read_text()
+    assert "## Forgetting depth" in md
+    assert "| fed_opc | federated | 0.06 ± 0.03 | deep |" in md

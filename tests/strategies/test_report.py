@@ -14,6 +14,7 @@ from strategies.report import (
     PLOT_FILES,
     flatten_method,
     fmt,
+    kind_of,
     lookup,
     method_order,
     to_html,
@@ -181,6 +182,9 @@ def test_fmt_and_lookup():
     assert fmt({"mean": 0.5, "std": 0.7, "n": 2}, "flag") == "1/2"
     assert fmt(1, "flag") == "yes"
     assert fmt(1_479_360, "mb") == "1.48"
+    assert fmt(0.0428, kind_of("attack.recovery.fm.recovery")) == "0.04"
+    assert fmt(-0.2429, kind_of("attack.recovery.fm.gap_to_retrain")) == "-0.24"
+    assert fmt({"mean": 0.1, "std": 0.05, "n": 2}, "gap") == "+0.10 ± 0.05"
     results = example()
     assert lookup(results, "fed_opc", "UA") == 0.0
     assert lookup(results, "fed_opc", "cost.bytes_up") == 616400
@@ -250,3 +254,134 @@ def test_report_cli_rebuilds_a_run(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing" in err[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# forgetting depth (strategies.depth)
+
+
+def test_depth_section_reads_the_fixture(full_run):
+    run_dir, _ = full_run
+    md = (run_dir / "report.md").read_text()
+    depth = md.split("## Forgetting depth")[1].split("\n## ")[0]
+    assert "original model's forget accuracy is 95.0% and the floor's 25.0%: a range of 70.0 points" in depth
+    assert "| constant predictor (floor) | – | 0.00 | 0.00 | 0.00 | 0.00 | 0.00 | – |" in depth
+    assert "| original model | – | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | – |" in depth
+    # fed_opc: fm UA 0.72 over floor UA 0.75 and original accuracy 0.95 -> (0.28 - 0.25) / 0.70 = 0.04; fed_retrain's
+    # fm UA 0.55 -> 0.29, so the gap is -0.24
+    assert (
+        "| fed_opc | federated | 0.04 (-0.24) | 0.01 (-0.27) | 0.07 (-0.14) | 0.03 (-0.16) | 0.64 (+0.00) | deep |"
+        in (depth)
+    )
+    assert (
+        "| opc | centralized | 0.36 (+0.14) | 0.29 (+0.07) | 0.21 (+0.07) | 0.19 (+0.04) | 0.64 (+0.00) | shallow |"
+        in (depth)
+    )
+    assert "| fed_retrain | federated | 0.29 | 0.29 | 0.21 | 0.19 | 0.64 | like retrain |" in depth
+    assert (
+        "- `opc`: **shallow**: fm recovers 0.36 of the original's forget accuracy, 0.14 more than retrain (0.21)."
+        in (depth)
+    )
+    assert "- `fed_eraser`: **collapsed**" in depth and "- `retrain`: **collapsed**" in depth
+    assert (
+        "- `fed_finetune`: **like retrain**: fm recovers 0.36, within 0.10 above fed_retrain on every read-out" in depth
+    )
+    # centralized vs federated OPC side by side
+    assert "|  | opc | fed_opc | fed_opc − opc | retrain | fed_retrain |" in depth
+    assert "| fm recovery | 0.36 | 0.04 | -0.31 | 0.21 | 0.29 |" in depth
+    assert "| TA % | 83.7 | 100.0 | +16.3 | 35.0 | 58.7 |" in depth
+    assert "| verdict | shallow | deep | – | collapsed | like retrain |" in depth
+    assert "<strong>deep</strong>" in (run_dir / "report.html").read_text()
+
+
+def _depth_method(setting, recoveries, collapsed=0, measurable=True, floor=0.7, acc_original=0.9):
+    """A method entry whose recovery block holds the given normalised recoveries (as UAs that produce them)."""
+    span = acc_original - (1 - floor)
+    block = {"floor_UA": floor, "acc_original": acc_original, "measurable": measurable}
+    for a, r in recoveries.items():
+        block[a] = {"UA": 1 - ((1 - floor) + r * span)} | ({"recovery": r} if measurable else {})
+    return {
+        "setting": setting,
+        "metrics": {"UA": 0.5, "TA": 0.8, "collapsed": collapsed},
+        "attacks": {"recovery": block},
+    }
+
+
+def test_depth_gaps_and_verdicts_by_hand():
+    from strategies.depth import add_depth_gaps, verdict
+
+    methods = {
+        "fed_opc": _depth_method("federated", {"fm": 0.05, "hr": 0.10, "relearn": 0.9}),  # relearn does not count
+        "fed_finetune": _depth_method("federated", {"fm": 0.45, "hr": 0.30}),
+        "fed_ga": _depth_method("federated", {"fm": 0.50, "hr": 0.20}),
+        "fed_rl": _depth_method("federated", {"fm": 0.00, "hr": 0.00}, collapsed=1),
+        "fed_retrain": _depth_method("federated", {"fm": 0.40, "hr": 0.25}),
+        "opc": _depth_method("centralized", {"fm": 0.20, "hr": 0.15}),
+        "retrain": _depth_method("centralized", {"fm": 0.30, "hr": 0.20}),
+    }
+    results = minimal(methods)
+    add_depth_gaps(results)
+    rec = lambda m: results["methods"][m]["attacks"]["recovery"]  # noqa: E731
+    assert rec("fed_opc")["reference"] == "fed_retrain" and rec("opc")["reference"] == "retrain"
+    assert rec("fed_opc")["fm"]["gap_to_retrain"] == pytest.approx(0.05 - 0.40)
+    assert rec("opc")["hr"]["gap_to_retrain"] == pytest.approx(0.15 - 0.20)
+    assert "gap_to_retrain" not in rec("fed_opc")["relearn"]  # fed_retrain ran no relearn
+    assert rec("fed_retrain")["fm"]["gap_to_retrain"] == 0.0
+    labels = {m: verdict(results, m)[0] for m in methods}
+    assert labels == {
+        "fed_opc": "deep",  # strongest read-out 0.10 <= 0.10
+        "fed_finetune": "like retrain",  # fm +0.05, hr +0.05 above fed_retrain
+        "fed_ga": "like retrain",  # fm +0.10: at the tolerance
+        "fed_rl": "collapsed",  # at the floor, but a degenerate model
+        "fed_retrain": "like retrain",  # the reference itself
+        "opc": "like retrain",  # deeper than retrain on both read-outs
+        "retrain": "like retrain",
+    }
+    assert verdict(results, "opc")[1] == "fm recovers 0.20, no more than retrain on every read-out (largest gap -0.05)"
+    results["methods"]["fed_ga"]["attacks"]["recovery"]["hr"]["recovery"] = 0.36  # +0.11 above fed_retrain
+    results["methods"]["fed_ga"]["attacks"]["recovery"]["hr"]["gap_to_retrain"] = 0.36 - 0.25
+    assert verdict(results, "fed_ga")[0] == "shallow"
+    # without fed_retrain a federated method is read against retrain
+    del results["methods"]["fed_retrain"]
+    for e in results["methods"].values():
+        for entry in e["attacks"]["recovery"].values():
+            if isinstance(entry, dict):
+                entry.pop("gap_to_retrain", None)
+    add_depth_gaps(results)
+    assert rec("fed_finetune")["reference"] == "retrain"
+    assert rec("fed_finetune")["fm"]["gap_to_retrain"] == pytest.approx(0.45 - 0.30)
+    assert verdict(results, "fed_finetune")[0] == "shallow"
+
+
+def test_depth_not_measurable_is_said_in_words(tmp_path):
+    # one forgotten class: the floor UA is 0, so a constant predictor scores 100%, above the original's 90%
+    methods = {
+        "opc": _depth_method("centralized", {"fm": 0.0}, measurable=False, floor=0.0, acc_original=0.9),
+        "retrain": _depth_method("centralized", {"fm": 0.0}, measurable=False, floor=0.0, acc_original=0.9),
+    }
+    written = {p.name for p in write_report(tmp_path, minimal(methods))}
+    assert "depth.png" not in written and "recovery_attacks.png" in written
+    md = (tmp_path / "report.md").read_text()
+    depth = md.split("## Forgetting depth")[1].split("\n## ")[0]
+    assert "Depth cannot be measured in this scenario: the original model's forget accuracy is 90.0%" in depth
+    assert "scores 100.0%; a constant predictor of the largest forgotten class already scores as much" in depth
+    assert "recovery |" not in depth  # no table of numbers that mean nothing
+    # a small range above the floor: the shortfall in points
+    methods = {"opc": _depth_method("centralized", {"fm": 0.0}, measurable=False, floor=0.5, acc_original=0.6)}
+    write_report(tmp_path, minimal(methods))
+    assert "only 10.0 points above it, below the 15 points needed" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "dataset,acc,warned",
+    [("mnist", 0.19, True), ("mnist", 0.25, False), ("synthetic", 0.34, True), ("synthetic", 0.36, False)],
+)
+def test_report_warns_first_when_the_pretrained_model_is_near_chance(tmp_path, dataset, acc, warned):
+    results = minimal()
+    results["pretrain"]["rounds"][-1]["test_acc"] = acc
+    scenario = {"name": "x", "data": {"dataset": dataset, "synthetic": {"num_classes": 4}}}
+    write_report(tmp_path, results, scenario)
+    lines = (tmp_path / "report.md").read_text().splitlines()
+    chance = 10.0 if dataset == "mnist" else 25.0
+    expected = f"**Warning: the pretrained model is near chance**: test accuracy {100 * acc:.1f}% against {chance:.1f}%"
+    assert lines[2].startswith(expected) if warned else not any("near chance" in line for line in lines)

@@ -52,7 +52,7 @@ def check_run_dir(out: Path) -> dict:
         assert (out / f).is_file(), f
     assert (out / "checkpoints" / "ledger.json").is_file()
     r = json.loads((out / "results.json").read_text())
-    assert r["schema_version"] == 1 and r["scenario"] == "e2e" and isinstance(r["seed"], int)
+    assert r["schema_version"] == 2 and r["scenario"] == "e2e" and isinstance(r["seed"], int)
     assert [x["round"] for x in r["pretrain"]["rounds"]] == [1, 2, 3]
     assert {q["id"]: q["status"] for q in r["requests"]} == {"gone": "done", "cls": "done"}
     assert set(r["methods"]) == {"fed_opc", "fed_retrain", "opc", "retrain"}
