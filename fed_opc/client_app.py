@@ -18,6 +18,7 @@ shared arrays are loaded once per process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -29,11 +30,11 @@ from fed_opc.client_unlearn import LocalUnlearnSpec, local_unlearn
 from fed_opc.data.forget import GuardedDataset, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.flower import partition_id, state_from_arrays
-from fed_opc.losses import cross_entropy
+from fed_opc.losses import cross_entropy, opc_loss
 from fed_opc.models import FeatureModel, build_model
 from fed_opc.rng import numpy_rng, torch_rng
 from fed_opc.threads import torch_threads
-from fed_opc.train import OptimConfig, make_optimizer, predict, supervised_batches, train_loop
+from fed_opc.train import OptimConfig, make_optimizer, paired_batches, predict, supervised_batches, train_loop
 
 STATE_KEY = "fed_opc"  # the small per-client record in context.state
 
@@ -116,25 +117,64 @@ def _receive(sc, msg: Message, context: Context) -> _Received:
 
 
 def handle_train(sc, msg: Message, context: Context) -> Message:
-    """FedAvg local training: ``local_epochs`` of cross-entropy over the client's current data."""
+    """FedAvg local training: ``local_epochs`` of cross-entropy over the client's current data.
+
+    Federated OPC's rounds (``opc.serving`` in the config, docs/federated.md) add this client's part of the global
+    OPC objective: with forget data of the requests being served and ``opc.lambda`` > 0, its local loss is
+    ``opc.ce_weight`` x CE on its remaining data + ``opc.lambda`` x the contraction of its forget data's
+    representations (read through the guard's explicit forget view; they never leave the client). Otherwise the
+    local training is exactly FedAvg's. ``opc.measure`` first reports the received model's feature norm (and forget
+    accuracy) on this client's data, for the server's stopping rule.
+    """
     r = _receive(sc, msg, context)
     cfg, pid, guarded, current, device, model = r.cfg, r.pid, r.guarded, r.current, r.device, r.model
     rnd = int(cfg.get("server-round", 0))
     stage = str(cfg.get("stage", "train"))
     fed = sc.federation
+    serving = [r.sd.request(str(q)) for q in cfg.get("opc.serving", [])]
+    forget_idx = np.sort(
+        np.concatenate([s.client_forget[pid] for s in serving if pid in s.client_forget] or [np.zeros(0, np.int64)])
+    ).astype(np.int64)
+    lam = float(cfg.get("opc.lambda", 0.0))
+    values: dict = {}
+    if bool(cfg.get("opc.measure", False)):
+        values |= _measure(model, guarded, current, forget_idx, device)
     samples, loss = 0, float("nan")
-    if len(current):
+    contract = lam > 0 and len(forget_idx) > 0
+    if len(current) or contract:
         opt = make_optimizer(
             model.parameters(),
             OptimConfig(lr=float(cfg.get("lr", fed.lr)), momentum=fed.momentum, weight_decay=fed.weight_decay),
         )
         rng = numpy_rng(sc.seed, f"client_train/{stage}", rnd, pid)
-        batches = supervised_batches(
-            guarded, current, fed.batch_size, float(cfg.get("epochs", fed.local_epochs)), rng, device
-        )
-        stats = train_loop(model, cross_entropy, batches, opt)
+        epochs = float(cfg.get("epochs", fed.local_epochs))
+        if contract:
+            batches = paired_batches(
+                guarded,
+                current,
+                guarded.allow_forget(),
+                forget_idx,
+                batch_size=fed.batch_size,
+                forget_batch_size=int(cfg.get("opc.forget_batch_size", fed.batch_size)),
+                epochs=epochs,
+                rng=rng,
+                device=device,
+            )
+            objective = functools.partial(
+                opc_loss,
+                lambda_=lam,
+                layer=str(cfg.get("opc.layer", "penultimate")),
+                squared=bool(cfg.get("opc.squared", False)),
+                ce_weight=float(cfg.get("opc.ce_weight", 1.0)),
+            )
+            stats = train_loop(model, objective, batches, opt)
+        else:
+            batches = supervised_batches(guarded, current, fed.batch_size, epochs, rng, device)
+            stats = train_loop(model, cross_entropy, batches, opt)
         samples, loss = stats.samples, stats.mean_loss
-    values = {"num-examples": int(len(current)), "train_loss": float(loss), "samples": int(samples)}
+    values |= {"num-examples": int(len(current)), "train_loss": float(loss), "samples": int(samples)}
+    if serving:
+        values["n_forget"] = int(len(forget_idx))
     if bool(cfg.get("report_norm", False)):
         # mean penultimate feature norm of the updated model on (up to 256 of) this client's retained data
         feats = predict(model, guarded, current[:256], device=device, what="features")
@@ -142,6 +182,23 @@ def handle_train(sc, msg: Message, context: Context) -> Message:
     metrics = MetricRecord(values)
     arrays = ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
+
+
+def _measure(model, guarded: GuardedDataset, current: np.ndarray, forget_idx: np.ndarray, device) -> dict:
+    """The received model's mean feature norm on (up to 256 of) this client's remaining and forget data, and its
+    accuracy on the forget data: what the server's stopping rule of federated OPC reads after aggregation.
+    """
+    out = {}
+    feats = predict(model, guarded, current[:256], device=device, what="features")
+    out["received_retain_norm"] = float(feats.norm(dim=1).mean()) if len(feats) else 0.0
+    if len(forget_idx):
+        view = guarded.allow_forget()
+        ff = predict(model, view, forget_idx[:256], device=device, what="features")
+        logits = model.head(ff.to(device)).cpu()
+        y = torch.from_numpy(view.labels[forget_idx[:256]])
+        out["received_forget_norm"] = float(ff.norm(dim=1).mean())
+        out["received_forget_acc"] = float((logits.argmax(1) == y).float().mean())
+    return out
 
 
 def handle_evaluate(sc, msg: Message, context: Context) -> Message:

@@ -63,11 +63,18 @@ def representation(model: nn.Module, x: torch.Tensor, layer: Layer) -> tuple[tor
 
 
 def opc_loss(
-    model: nn.Module, batch: Batch, *, lambda_: float, layer: Layer = "penultimate", squared: bool = False
+    model: nn.Module,
+    batch: Batch,
+    *,
+    lambda_: float,
+    layer: Layer = "penultimate",
+    squared: bool = False,
+    ce_weight: float = 1.0,
 ) -> torch.Tensor:
     """OPC's objective: mean CE on retain samples plus ``lambda_`` times the contraction term on forget samples.
 
-    ``L = mean_{B_r} CE(m(x), y) + lambda * mean_{B_f} ||h(x)||`` (arXiv 2507.07754). Retain and forget samples go
+    ``L = ce_weight * mean_{B_r} CE(m(x), y) + lambda * mean_{B_f} ||h(x)||`` (arXiv 2507.07754; ``ce_weight`` 1
+    except where federated OPC weighs a client's share of the global objective). Retain and forget samples go
     through the network in one concatenated forward pass, so a model with batch norm normalises both with the same
     batch statistics, as it will at evaluation time where one set of running statistics serves all inputs. Either part
     may be missing from the batch (a whole-client deletion has no retain data on the client).
@@ -79,6 +86,8 @@ def opc_loss(
     h, logits = representation(model, torch.cat(parts) if len(parts) > 1 else parts[0], layer)
     n_r = batch["x"].shape[0] if has_retain else 0
     loss = F.cross_entropy(logits[:n_r], batch["y"]) if has_retain else logits.sum() * 0.0
+    if ce_weight != 1.0:
+        loss = ce_weight * loss
     if has_forget:
         loss = loss + lambda_ * opc_forget_term(h[n_r:], squared)
     return loss

@@ -497,6 +497,11 @@ def _local_spec(cfg: RoundsConfig, **kw: Any) -> LocalUnlearnSpec:
 
 
 def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> MethodOutcome:
+    """Federated OPC with the scenario's protocol: ``fedavg`` (``strategies.opc_fedavg``) or ``two_phase``."""
+    if cfg.protocol == "fedavg":
+        from strategies.opc_fedavg import fedavg_opc  # it builds on this module's message exchange and arithmetic
+
+        return fedavg_opc(ctx, requests, cfg, start_state)
     spec = _local_spec(
         cfg,
         objective="opc",

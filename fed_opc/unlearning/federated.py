@@ -56,6 +56,11 @@ class FedOPCConfig(RoundsConfig):
     stop_ratio: float = field(default=0.1, metadata=bounds(gt=0))
     stop_rule: Literal["auto", "norm_ratio", "reference_acc"] = "auto"
     requester_retain: bool = True
+    # "two_phase": retain update + the requesters' constrained OPC steps, added; "fedavg": FedAvg over every sampled
+    # client's share of the global OPC objective (docs/federated.md, "Two protocols")
+    protocol: Literal["two_phase", "fedavg"] = "two_phase"
+    server_lr: float = field(default=1.0, metadata=bounds(gt=0))  # fedavg protocol: server step on the mean update
+    server_momentum: float = field(default=0.0, metadata=bounds(ge=0, lt=1))  # fedavg protocol: FedAvgM momentum
 
 
 @dataclass(frozen=True)
