@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -65,10 +65,6 @@ def record_bytes(record: ArrayRecord) -> int:
 def message(content: RecordDict, dst_node_id: int, message_type: str, group_id: str = "") -> Message:
     """An instruction message for one node."""
     return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
-
-
-def reply(msg: Message, **records: ArrayRecord | MetricRecord | ConfigRecord) -> Message:
-    return Message(RecordDict(records), reply_to=msg)
 
 
 def ensure_task_identity(run_id: int = 1) -> None:

@@ -122,10 +122,6 @@ def remaining_clients(sd: ScenarioData, exclude: Sequence[str]) -> list[int]:
     return [p for p in range(sd.num_clients) if len(np.setdiff1d(sd.partitions[p], gone))]
 
 
-def requesters(requests: Sequence[ForgetSplit]) -> list[int]:
-    return sorted({c for r in requests for c in r.clients})
-
-
 def _zero_cost() -> dict[str, float]:
     return {
         "rounds": 0,
@@ -387,10 +383,10 @@ def unlearning_rounds(
                 continue
             idle = 0
             req_pids = sample_clients(sc.seed, rnd, online_req, k_req, purpose=f"{ctx.world}/requesters")
-            round_spec, extra = spec, {}
+            extra: dict[str, Any] = {}
             if rule == "reference_acc":
                 extra["ref_class_acc"] = per_class_test_accuracy(ctx, state)
-            outs, m2 = _unlearn_round(ctx, state, delta_r, rnd, req_pids, [req.request_id], round_spec, extra)
+            outs, m2 = _unlearn_round(ctx, state, delta_r, rnd, req_pids, [req.request_id], spec, extra)
             for m in (m1, m2):
                 _add_cost(cost, m)
             cost["rounds"] += 1
