@@ -219,3 +219,13 @@ def test_summary_reads_depth_on_the_means(tmp_path):
     md = write_summary(tmp_path, runs)[1].read_text()
     assert "## Forgetting depth" in md
     assert "| fed_opc | federated | 0.06 ± 0.03 | deep |" in md
+
+
+def test_compare_reads_normalised_recovery_and_the_gap_to_retrain(tmp_path):
+    run = load_run(_run_dir(tmp_path, "example", json.loads(FIXTURE.read_text())))
+    metrics = ["attack.recovery.fm.recovery", "attack.recovery.fm.gap_to_retrain", "attack.recovery.acc_original"]
+    headers, rows, _ = comparison([run], metrics, "run")
+    assert headers[-3:] == metrics[:2] + ["attack.recovery.acc_original %"]
+    fed_opc = next(r for r in rows if r[2] == "fed_opc")
+    # fm UA 0.72, floor UA 0.75, original forget accuracy 0.95: (0.28 - 0.25) / 0.70; fed_retrain's (0.45 - 0.25) / 0.70
+    assert fed_opc[4:] == ["0.04", "-0.24", "95.0"]
