@@ -128,6 +128,7 @@ class InversionConfig:
     restarts: int = field(default=2, metadata=bounds(ge=1))
     lr: float = field(default=0.1, metadata=bounds(gt=0))
     tv: float | None = field(default=None, metadata=bounds(ge=0))
+    bn_stats: float = field(default=0.0, metadata=bounds(ge=0))
 
 
 @dataclass(frozen=True)

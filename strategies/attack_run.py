@@ -18,8 +18,13 @@ what the attacks produce against ground truth:
   strongest case of the same protocol, a requester with few images;
 - ``model_difference``: the unlearned minus the original global model, for every method.
 
-An untrained-model reference (the ``global_model`` target on the seeded initial model) is reported once per run under
-``inversion_reference``, beside the trained results.
+Two reference rows of the ``global_model`` target, on the same forget images, are reported once per run under
+``inversion_reference``: ``untrained_global_model`` (the seeded initial model: what the attack reaches before any
+training) and ``original_global_model`` (the pretrained model every method starts from: the calibration row, marked
+``informative`` when the attack beats the own-mean flat image there by ``INFORMATIVE_MARGIN_DB``).
+:func:`read_inversion_against_original` then gives every method's inversion result that ``informative`` flag, and its
+``global_model`` result the PSNR difference to the original model's (``vs_original_db``): where the original model
+cannot be inverted, a low PSNR after unlearning says nothing (uninformative, never "resisted").
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 
 from fed_opc.attacks import AttackerSamples, SampleSet, ServerView, run_inversion, run_recovery
 from fed_opc.attacks.inversion import Config as InversionConfig
-from fed_opc.attacks.inversion import ImageSpace, observe_gradient, observe_update
+from fed_opc.attacks.inversion import ImageSpace, calibration, observe_gradient, observe_update, read_against
 from fed_opc.rng import numpy_rng
 
 log = logging.getLogger("fed_opc")
@@ -134,7 +139,10 @@ def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, o
     for target in targets:
         grid = plots_dir / f"inversion_{method}_{target}.png"
         if target == "global_model":
-            grads = [observe_gradient(unlearned, x[i : i + 1], y[i : i + 1]) for i in range(len(picks))]
+            grads = [
+                observe_gradient(unlearned, x[i : i + 1], y[i : i + 1], bn_stats=cfg.bn_stats > 0)
+                for i in range(len(picks))
+            ]
             view = build_view(sc, sd, original, unlearned, forget_idx, forgotten, gradients=grads)
             truth = [truth01[i : i + 1] for i in range(len(picks))]
             labels = [y[i : i + 1].cpu() for i in range(len(picks))]
@@ -166,7 +174,11 @@ def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, o
         res.pop("per_image", None)
         inv[target] = res
         log.info(
-            "inversion %s/%s: PSNR %.2f dB (flat image %.2f dB)", method, target, res["psnr"], res["baseline_psnr"]
+            "inversion %s/%s: PSNR %.2f dB (flat own-mean image %.2f dB)",
+            method,
+            target,
+            res["psnr"],
+            res["baseline_psnr"],
         )
     if inv:
         out["inversion"] = inv
@@ -183,22 +195,33 @@ def _requester_observation(observed: dict[str, Any] | None) -> dict[str, Any] | 
     return None
 
 
-def inversion_reference(sc, sd, init_model, forget_idx: np.ndarray, plots_dir: Path, device="cpu") -> dict[str, Any]:
-    """The ``global_model`` target on the untrained initial model: what the attack reaches before any training."""
+def inversion_reference(
+    sc, sd, init_model, original, forget_idx: np.ndarray, plots_dir: Path, device="cpu"
+) -> dict[str, Any]:
+    """The ``inversion_reference`` block: the ``global_model`` target on the untrained initial model
+    (``untrained_global_model``) and on the original pretrained model (``original_global_model``, the calibration
+    row with ``margin_db`` and ``informative``), on the forget images the methods are attacked on.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _inversion_reference(sc, sd, init_model, forget_idx, plots_dir, device)
+        untrained = _global_model_inversion(
+            sc, sd, init_model, forget_idx, plots_dir / "inversion_reference_untrained.png", device
+        )
+        orig = _global_model_inversion(
+            sc, sd, original, forget_idx, plots_dir / "inversion_reference_original.png", device
+        )
+        return {"untrained_global_model": untrained, "original_global_model": calibration(orig)}
     finally:
         torch.set_num_threads(threads)
 
 
-def _inversion_reference(sc, sd, init_model, forget_idx, plots_dir, device):
+def _global_model_inversion(sc, sd, model, forget_idx, grid: Path, device) -> dict[str, Any]:
     cfg = InversionConfig.from_scenario(sc.attacks.inversion, seed=sc.seed)
     picks = inversion_picks(sc, sd, forget_idx, cfg.images)
     x, y = sd.data.train.tensors(picks, device)
-    grads = [observe_gradient(init_model, x[i : i + 1], y[i : i + 1]) for i in range(len(picks))]
-    view = build_view(sc, sd, init_model, init_model, forget_idx, (), gradients=grads)
+    grads = [observe_gradient(model, x[i : i + 1], y[i : i + 1], bn_stats=cfg.bn_stats > 0) for i in range(len(picks))]
+    view = build_view(sc, sd, model, model, forget_idx, (), gradients=grads)
     truth01 = _images(sd, picks)
     res = run_inversion(
         view,
@@ -208,7 +231,24 @@ def _inversion_reference(sc, sd, init_model, forget_idx, plots_dir, device):
         ImageSpace.of(sd.data.train),
         truth_labels=[y[i : i + 1].cpu() for i in range(len(picks))],
         device=device,
-        grid_path=str(plots_dir / "inversion_reference_untrained.png"),
+        grid_path=str(grid),
     )
     res.pop("per_image", None)
+    log.info(
+        "inversion of the %s: PSNR %.2f dB (flat own-mean image %.2f dB)", grid.stem, res["psnr"], res["baseline_psnr"]
+    )
     return res
+
+
+def read_inversion_against_original(results: dict[str, Any]) -> None:
+    """Give every method's inversion results (in ``results["methods"]``, in place) the calibration's ``informative``
+    flag and, for ``global_model``, ``vs_original_db`` (see ``fed_opc.attacks.inversion.read_against``); nothing
+    changes when ``results`` holds no ``inversion_reference.original_global_model``.
+    """
+    original = (results.get("inversion_reference") or {}).get("original_global_model")
+    if original is None:
+        return
+    for block in results.get("methods", {}).values():
+        inv = (block.get("attacks") or {}).get("inversion")
+        for target, res in (inv or {}).items():
+            inv[target] = read_against(res, original, target)
