@@ -331,9 +331,23 @@ def simulate(
             write_json(out / "results.json", result.results)
             from strategies.report import write_report
 
+            t_report = time.perf_counter()
             write_report(out, result.results, scenario_to_dict(sc))
-            log.info("done in %.1f s", result.results["wall_s"])
+            timing = result.results.setdefault("timing", {})
+            timing["report"] = time.perf_counter() - t_report
+            result.results["wall_s"] = time.perf_counter() - t0
+            write_json(out / "results.json", result.results)  # again, with the report's time
+            log.info("done in %.1f s; %s", result.results["wall_s"], _timing_line(timing))
     return result
+
+
+def _timing_line(timing: dict[str, Any]) -> str:
+    """``stage 12.3 s, ...`` for the log (per-method entries summed under their stage)."""
+    parts = []
+    for stage, v in timing.items():
+        total = sum(v.values()) if isinstance(v, dict) else v
+        parts.append(f"{stage} {total:.1f} s")
+    return ", ".join(parts)
 
 
 def _stage_line(progress: bool, text: str) -> None:
@@ -430,6 +444,10 @@ def _run(
     }
     if warnings:
         results["warnings"] = warnings
+    # seconds per stage, of this process (a cached or resumed stage counts what it took here)
+    results["timing"] = {"pretraining": float(pre.get("wall_s", 0.0)) if not pre.get("cached") else 0.0}
+    if outcomes:
+        results["timing"]["federated_methods"] = {m: float(o.cost.get("wall_s", 0.0)) for m, o in outcomes.items()}
     states = {m: o.state for m, o in outcomes.items()}
     observed = {m: o.observed for m, o in outcomes.items()}
     if groups:
@@ -478,6 +496,7 @@ def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Pat
             for m in cen_methods:
                 ledger.mark(sc.request_ids(), m, "unlearning")
             _stage_line(progress, f"centralized methods: {', '.join(cen_methods)}")
+            t_cen = time.perf_counter()
             runs = run_centralized(
                 pretrained,
                 sd.data,
@@ -492,6 +511,7 @@ def _evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Pat
                 log=lambda line: log.info("centralized %s", line),
             )
             cen = {m: {"state": r.model.state_dict(), "metrics": r.metrics, "cost": r.cost} for m, r in runs.items()}
+            results["timing"]["centralized_methods"] = time.perf_counter() - t_cen
             save_checkpoint(cen_ckpt, cen)
             for m in cen_methods:
                 ledger.mark(sc.request_ids(), m, "done")
@@ -573,11 +593,13 @@ def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Pat
         block = _read_attack_checkpoint(path, progress)
         if block is None:
             _stage_line(progress, f"attacks on {m}")
+            t_att = time.perf_counter()
             obs = outcomes[m].observed if m in outcomes else None
             block = attack_method(
                 sc, sd, m, pretrained, model_of[m], forget, tuple(classes), obs, lambda: new_model(sc, sd), plots
             )
             write_json(path, block)
+            results["timing"].setdefault("attacks", {})[m] = time.perf_counter() - t_att
         if block:
             results["methods"][m]["attacks"] = block
     from strategies.depth import add_depth_gaps
@@ -588,8 +610,10 @@ def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Pat
         ref = _read_attack_checkpoint(path, progress)
         if ref is None or "original_global_model" not in ref:
             _stage_line(progress, "attacks: inversion of the untrained and the original model (calibration)")
+            t_ref = time.perf_counter()
             ref = inversion_reference(sc, sd, new_model(sc, sd), pretrained, forget, plots)
             write_json(path, ref)
+            results["timing"].setdefault("attacks", {})["reference"] = time.perf_counter() - t_ref
         results["inversion_reference"] = ref
         read_inversion_against_original(results)
 
@@ -771,6 +795,7 @@ def _pretrain_stage(sc, sd, rounds, keys: tuple[str, str], ckpt_path: Path, pre:
             if (rnd - 1) % interval == 0:
                 updates.setdefault(rnd, {})[pid] = update
 
+        t_stage = time.perf_counter()
         bar = _Progress(progress, rounds, "pretrain")
         try:
             res: TrainingResult = federated_training(
@@ -795,6 +820,7 @@ def _pretrain_stage(sc, sd, rounds, keys: tuple[str, str], ckpt_path: Path, pre:
         pre.update(state=res.state, rounds=[r.as_dict() for r in res.rounds], cost=res.cost.as_dict(), cached=False)
         if clock is not None:
             pre["clock"] = clock.state()
+        pre["wall_s"] = time.perf_counter() - t_stage
         if interval:
             pre["updates"] = updates
 

@@ -161,6 +161,11 @@ def test_damaged_attack_block_and_ledger(tmp_path, capsys):
     sc = parse_scenario(raw)
     out = tmp_path / "run"
     first = simulate(sc, out, use_cache=False)
+    # the stage breakdown: in results.json and in the log's last line
+    assert set(first.results["timing"]) == {"pretraining", "centralized_methods", "attacks", "report"}
+    assert list(first.results["timing"]["attacks"]) == ["finetune"]
+    assert json.loads((out / "results.json").read_text())["timing"] == first.results["timing"]
+    assert "; pretraining " in (out / "log.txt").read_text().splitlines()[-1]
     (out / "checkpoints" / "attacks.finetune.json").write_text("{not json")
     again = simulate(sc, out, use_cache=False, resume=True)
     assert again.results["methods"]["finetune"]["attacks"] == first.results["methods"]["finetune"]["attacks"]
