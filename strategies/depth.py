@@ -40,6 +40,7 @@ from strategies.report import (
 # The verdict's thresholds (docs/metrics.md): normalised recovery of the strongest frozen read-out.
 DEEP_MAX = 0.10  # at most this: deep (the read-outs land within 10% of the range on the floor)
 LIKE_RETRAIN_TOL = 0.10  # at most this above the retrain reference on every read-out: like retrain
+TA_COST_NOTE = 0.05  # a TA this far below the reference's is named beside the verdict (depth bought with utility)
 # Read-outs of the frozen unlearned model: what is still in it. ``relearn`` trains on k forget samples, which teaches
 # any model (retrain included) something, so it is shown but does not enter the verdict.
 VERDICT_ATTACKS = ("fm", "hr", "probe", "prototype")
@@ -116,8 +117,19 @@ def verdict(results: dict[str, Any], method: str) -> tuple[str, str]:
     The rule (docs/metrics.md): a model flagged ``collapsed`` is collapsed whatever its attacks say; otherwise the
     strongest frozen read-out (the largest normalised recovery among fm, hr, probe, prototype) decides: at most
     ``DEEP_MAX`` is deep; else at most ``LIKE_RETRAIN_TOL`` above the retrain reference on every read-out is like
-    retrain (deeper than retraining included); else shallow.
+    retrain (deeper than retraining included); else shallow. The reason names the utility cost when TA is more than
+    ``TA_COST_NOTE`` below the reference's.
     """
+    label, why = _verdict(results, method)
+    ref = reference_of(results, method)
+    if label in ("deep", "like retrain", "shallow") and ref is not None and ref != method:
+        cost = _diff(dig(results, "methods", method, "metrics", "TA"), dig(results, "methods", ref, "metrics", "TA"))
+        if cost is not None and cost < -TA_COST_NOTE:
+            why += f"; at a cost: TA {100 * cost:+.1f} points against {ref}"
+    return label, why
+
+
+def _verdict(results: dict[str, Any], method: str) -> tuple[str, str]:
     e = dig(results, "methods", method) or {}
     if (number(dig(e, "metrics", "collapsed")) or 0.0) >= 0.5:
         return "collapsed", "the collapse rule fired (too few predicted classes, dead features or RA halved)"

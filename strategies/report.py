@@ -1222,4 +1222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as the package module, not as __main__: strategies.depth builds its blocks from strategies.report's classes,
+    # which must be the ones the renderers check
+    from strategies.report import main as package_main
+
+    sys.exit(package_main())

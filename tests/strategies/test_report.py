@@ -338,6 +338,13 @@ def test_depth_gaps_and_verdicts_by_hand():
         "retrain": "like retrain",
     }
     assert verdict(results, "opc")[1] == "fm recovers 0.20, no more than retrain on every read-out (largest gap -0.05)"
+    # depth bought with utility is named: TA 10 points below the reference's (more than 5)
+    results["methods"]["fed_finetune"]["metrics"]["TA"] = 0.7
+    assert verdict(results, "fed_finetune") == (
+        "like retrain",
+        "fm recovers 0.45, within 0.10 above fed_retrain on every read-out (largest gap +0.05); "
+        "at a cost: TA -10.0 points against fed_retrain",
+    )
     results["methods"]["fed_ga"]["attacks"]["recovery"]["hr"]["recovery"] = 0.36  # +0.11 above fed_retrain
     results["methods"]["fed_ga"]["attacks"]["recovery"]["hr"]["gap_to_retrain"] = 0.36 - 0.25
     assert verdict(results, "fed_ga")[0] == "shallow"
@@ -385,3 +392,17 @@ def test_report_warns_first_when_the_pretrained_model_is_near_chance(tmp_path, d
     chance = 10.0 if dataset == "mnist" else 25.0
     expected = f"**Warning: the pretrained model is near chance**: test accuracy {100 * acc:.1f}% against {chance:.1f}%"
     assert lines[2].startswith(expected) if warned else not any("near chance" in line for line in lines)
+
+
+def test_report_module_run_rebuilds_the_depth_section(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "results.json").write_text(FIXTURE.read_text())
+    repo = Path(__file__).resolve().parents[2]
+    res = subprocess.run(
+        [sys.executable, "-m", "strategies.report", str(tmp_path)], cwd=repo, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "report.md").read_text()
+    assert "## Forgetting depth" in md and "- `fed_opc`: **deep**" in md
