@@ -676,10 +676,14 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
             for k in total:
                 total[k] += cost.get(k, 0) if rounds_ is None or k != "rounds" else rounds_
 
-        def serve(method: str, splits: list[ForgetSplit], rnd: int, requested: float, one_by_one: bool) -> None:
+        def serve(
+            method: str, splits: list[ForgetSplit], rnd: int, requested: float, one_by_one: bool, pending=()
+        ) -> None:
+            """Serve ``splits`` with ``method``; ``pending``: requests of the same round still waiting (excluded too)."""
             nonlocal state, observed, cur
             ids = [s.request_id for s in splits]
-            outcome = SERVE[method](context(served, cur), splits, sc.unlearning.params[method], state)
+            ctx = context(served + [p.request_id for p in pending], cur)
+            outcome = SERVE[method](ctx, splits, sc.unlearning.params[method], state)
             state = outcome.state
             add(outcome.cost)
             if one_by_one:  # an edge federation: each request served when its requester is online
@@ -736,12 +740,12 @@ def _method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: 
                     if late and fallback is not None:
                         wait_rounds(splits[j:], rnd + deadline, f"wait{rnd}.{split.request_id}")
                         _stage_line(progress, f"{m}: {split.request_id} overdue; served by {fallback}")
-                        serve(fallback, [split], rnd, requested, one_by_one=True)
+                        serve(fallback, [split], rnd, requested, one_by_one=True, pending=splits[j + 1 :])
                         continue
                     if online_at is None:
                         raise EngineError(f"{m}: no requester of {split.request_id} online within {IDLE_LIMIT} rounds")
                     wait_rounds(splits[j:], online_at - 1, f"wait{rnd}.{split.request_id}")
-                    serve(m, [split], rnd, requested, one_by_one=True)
+                    serve(m, [split], rnd, requested, one_by_one=True, pending=splits[j + 1 :])
             nxt = groups[i + 1][0] if i + 1 < len(groups) else sc.federation.rounds
             if nxt > cur:  # the world goes on training without the served data until the next request (or the end)
                 cont = context(served, rnd)

@@ -144,3 +144,28 @@ def test_always_online_without_profiles_is_todays_federation(tmp_path):
     assert all("edge" not in x for x in a.results["methods"].values())
     lat = a.results["requests"][0]["latency"]
     assert "latency_s" not in lat["fed_opc"] and lat["fed_opc"]["served_round"] == 3
+
+
+def test_requests_of_one_round_stay_excluded_while_each_waits_for_its_requester(tmp_path, calls):
+    rows = [(c, 0, 100) for c in (0, 3, 4)] + [(1, 0, 1), (1, 5, 100), (2, 0, 1), (2, 3, 100)]
+    raw = tiny(
+        **{
+            "federation.rounds": 8,
+            "data.num_clients": 5,
+            "federation.clients_per_round": 3,
+            "federation.availability": {"kind": "trace", "file": _trace(tmp_path, rows)},
+        }
+    )
+    raw["requests"] = [
+        {"id": "a", "client": 1, "scope": "client", "round": 2},
+        {"id": "b", "client": 2, "scope": "client", "round": 2},
+    ]
+    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1}}
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    unlearn = [(pid, rnd) for name, pid, rnd, _, _ in calls if name == "handle_unlearn"]
+    assert unlearn == [(1, 5), (2, 6)]  # "a" waits for client 1 (online from 5), then "b" is served next
+    lat = r.results["requests"]
+    assert [q["latency"]["fed_opc"]["served_round"] for q in lat] == [5, 6]
+    for name, pid, rnd, world, exclude in calls:
+        if name == "handle_train" and rnd > 2 and world == "fed_opc":
+            assert {"a", "b"} <= set(exclude) and pid not in (1, 2)
