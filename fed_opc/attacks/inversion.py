@@ -13,8 +13,13 @@ Three targets (``INVERSION_TARGETS``), each read from a ``ServerView``:
 ``global_model`` (gradients of the final unlearned model on forget batches), ``unlearning_update`` (the update the
 requester sent while unlearning) and ``model_difference`` (the global model after minus before unlearning, read as a
 negative, scaled gradient; cosine matching ignores the scale). :func:`observe_gradient` and :func:`observe_update`
-simulate the client that produces an observation (they hold the images, as that client does); :func:`invert` sees only
-the observation; :func:`run_inversion` scores reconstructions against the true images.
+simulate the client that produces an observation (they hold the images, as that client does); :func:`invert` and
+:func:`invert_many` (all observations and restarts optimised as one batch of independent problems) see only the
+observations; :func:`run_inversion` scores reconstructions against the true images and both flat baselines (each
+image's own mean colour, and the dataset-mean colour). :func:`calibration` marks the attack's result on the original
+model ``informative`` when it beats the own-mean flat image by ``INFORMATIVE_MARGIN_DB``; :func:`read_against` reads a
+method's result against it. Optional stronger threat models: the gradient computed in train mode, and the batch's
+batch-norm statistics known to the attacker (``bn_stats``; Huang et al., NeurIPS 2021).
 """
 
 from __future__ import annotations
