@@ -618,8 +618,24 @@ def inversion_table(results: dict[str, Any]) -> Table | None:
     methods = results.get("methods") or {}
     rows, classes = [], []
     with_labels = False
-    for m in method_order(methods):
-        inv = dig(methods[m], "attacks", "inversion")
+    # the calibration rows first: the same attack on the original (pretrained) and the untrained model
+    refs = results.get("inversion_reference") or {}
+    entries = [
+        (label, "–", {"global_model": refs[key]})
+        for key, label in (("original_global_model", "original (calibration)"), ("untrained_global_model", "untrained"))
+        if isinstance(refs.get(key), dict)
+    ]
+    entries += [
+        (m, str(dig(methods[m], "setting") or "–"), dig(methods[m], "attacks", "inversion"))
+        for m in method_order(methods)
+    ]
+    with_flag = any(
+        isinstance(v, dict) and "informative" in v
+        for _, _, inv in entries
+        if isinstance(inv, dict)
+        for v in inv.values()
+    )
+    for m, setting, inv in entries:
         if not isinstance(inv, dict):
             continue
         for target, v in inv.items():
@@ -630,22 +646,25 @@ def inversion_table(results: dict[str, Any]) -> Table | None:
             if is_stats(v.get("psnr")):
                 gain = {"mean": gain, "std": None, "n": _n(v.get("psnr"))} if gain is not None else None
             with_labels |= v.get("label_acc") is not None
+            flag = {True: "yes", False: "no"}.get(v.get("informative"), "–")
             rows.append(
                 [
                     m,
-                    str(dig(methods[m], "setting") or "–"),
+                    setting,
                     target,
                     fmt(v.get("psnr"), "db"),
                     fmt(v.get("baseline_psnr"), "db"),
                     fmt(gain, "db"),
                     fmt(v.get("ssim"), "ssim"),
+                    *([flag] if with_flag else []),
                     fmt(v.get("label_acc"), "pct"),
                 ]
             )
-            classes.append(str(dig(methods[m], "setting") or ""))
+            classes.append(setting if setting != "–" else "")
     if not rows:
         return None
     headers = ["method", "setting", "target", "PSNR (dB)", "flat baseline PSNR (dB)", "PSNR − baseline (dB)", "SSIM"]
+    headers += ["informative"] if with_flag else []
     if with_labels:
         headers.append("label acc %")
     else:
@@ -1138,7 +1157,10 @@ def report_blocks(
             "Inversion attacks",
             inversion_table(results),
             "Reconstruction of private images from what the server sees; PSNR − baseline > 0 means better than a "
-            "flat mean-colour image.",
+            "flat image of each image's own mean colour. The first rows attack the original (pretrained) and the "
+            "untrained model: where the attack does not beat the baseline by 2 dB on the original model, the "
+            "comparison is uninformative (informative = no): it says nothing about unlearning, and a low PSNR after "
+            "unlearning does not mean the method resisted it.",
         ),
     ]
     if not results.get("requests"):

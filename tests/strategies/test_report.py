@@ -406,3 +406,18 @@ def test_report_module_run_rebuilds_the_depth_section(tmp_path):
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "report.md").read_text()
     assert "## Forgetting depth" in md and "- `fed_opc`: **deep**" in md
+
+
+def test_inversion_table_starts_with_the_calibration_rows():
+    from strategies.report import inversion_table
+
+    v = lambda p, informative: {"psnr": p, "baseline_psnr": 12.0, "ssim": 0.25, "informative": informative}  # noqa: E731
+    results = {
+        "inversion_reference": {"original_global_model": v(13.0, False), "untrained_global_model": v(17.0, True)},
+        "methods": {"opc": {"setting": "centralized", "attacks": {"inversion": {"global_model": v(12.5, False)}}}},
+    }
+    t = inversion_table(results)
+    assert t.headers[-1] == "informative"
+    assert [r[0] for r in t.rows] == ["original (calibration)", "untrained", "opc"]
+    assert t.rows[0] == ["original (calibration)", "–", "global_model", "13.00", "12.00", "1.00", "0.250", "no"]
+    assert [r[-1] for r in t.rows] == ["no", "yes", "no"]
