@@ -128,7 +128,7 @@ def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, o
             device=device,
         )
     targets = list(att.inversion.targets)
-    if not targets:
+    if not targets or (att.inversion.methods and method not in att.inversion.methods):
         return out
     cfg = InversionConfig.from_scenario(att.inversion, seed=sc.seed)
     space = ImageSpace.of(train)

@@ -252,3 +252,17 @@ def test_sigterm_under_ray_driver_handler_is_read_as_termination(tmp_path, monke
     monkeypatch.setattr(strategies.run, "simulate", ray_handler_fired)
     assert simulate_main([str(p), "--out", str(tmp_path / "o"), "--no-progress"]) == 143
     assert capsys.readouterr().err.strip() == "error: terminated; continue with --resume"
+
+
+def test_inversion_runs_only_on_the_listed_methods(tmp_path):
+    raw = tiny()
+    raw["requests"] = [{"client": 1, "scope": "client", "round": 3}]
+    raw["unlearning"] = {"methods": ["finetune", "retrain"]}
+    raw["attacks"] = {"inversion": {"targets": ["global_model"], "images": 1, "iterations": 2, "restarts": 1,
+                                    "methods": ["retrain"]}}  # fmt: skip
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    assert "inversion" in r.results["methods"]["retrain"]["attacks"]
+    assert "attacks" not in r.results["methods"]["finetune"]
+    raw["attacks"]["inversion"]["methods"] = ["opc"]
+    with pytest.raises(Exception, match=r"attacks.inversion.methods\[0\]: opc is not in unlearning.methods"):
+        parse_scenario(raw)
