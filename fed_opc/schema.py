@@ -2,17 +2,32 @@
 
 A dataclass field's type hint says what is accepted (``int``, ``float``, ``bool``, ``str``, ``Literal[...]``,
 ``X | None``, ``tuple[X, ...]``, a nested dataclass, or a union of those); ``field(metadata=...)`` adds numeric bounds
-(``ge``, ``gt``, ``le``, ``lt``) and a ``pattern`` for strings. Unknown keys, missing required keys, wrong types and
-out-of-range values raise ``ConfigError`` naming the field, e.g. ``unlearning.lambda: expected float > 0, got -1``.
+(``ge``, ``gt``, ``le``, ``lt``) and, for strings, a ``pattern`` and a ``max_length``. Unknown keys, missing required
+keys, wrong types and out-of-range values raise ``ConfigError`` naming the field, e.g.
+``unlearning.lambda: expected float > 0, got -1``.
+
+Numbers are strict: a float must be finite (no ``.inf``, ``.nan``, ``1e400``), numeric text for a float field is
+plain decimal (``1e-3`` yes, ``0_5`` or ``Infinity`` no), an int lies within the int64 range, and a YAML scalar that
+YAML 1.1 reads in a surprising way (``010`` as octal 8, ``1:02`` as 62, ``1_000``) arrives as an ``UnsafeNumber`` that
+every field refuses. Shown values are cut to ``SHOW_LIMIT`` characters, so an error stays one short line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
+
+# plain decimal numeric text, as a float field accepts it from a string ("1e-3", "0.5", "-2"; not "0_5", "Infinity")
+_FLOAT_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+SHOW_LIMIT = 80  # characters of a value shown in an error
+INT_MAX = 2**63 - 1  # ints beyond int64 would overflow numpy and torch later
 
 
 class ConfigError(ValueError):
@@ -24,7 +39,8 @@ class ConfigError(ValueError):
 
     def _text(self) -> str:
         parts = [p for p in (self.file, self.field) if p]
-        return ": ".join(parts + [self.message])
+        # one line whatever the parts hold; a message is never allowed to grow without bound
+        return _one_line(": ".join(parts + [self.message]), 1000)
 
     def with_file(self, file: str) -> ConfigError:
         return ConfigError(self.field, self.message, file)
@@ -38,18 +54,62 @@ def bounds(**kw: Any) -> dict[str, Any]:
     return kw
 
 
-def _show(value: Any) -> str:
+def _one_line(text: str, limit: int) -> str:
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class UnsafeNumber:
+    """A YAML scalar that YAML 1.1 reads as a number other than the one it looks like (``010`` is octal 8, ``1:02``
+    is 62, ``1_000`` drops its separators), or one too long to read at all. Every schema type refuses it with
+    ``problem``; it never reaches a built dataclass.
+    """
+
+    text: str
+    problem: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def show(value: Any) -> str:
+    """A value as an error message shows it: YAML spelling, cut to about ``SHOW_LIMIT`` characters."""
     if isinstance(value, str):
-        return repr(value)
+        if len(value) <= SHOW_LIMIT:
+            return _one_line(repr(value), SHOW_LIMIT + 20)
+        head = repr(value[:SHOW_LIMIT])
+        return f"{head[:-1]}...{head[-1]} ({len(value)} characters)"
+    if isinstance(value, UnsafeNumber):
+        return _one_line(value.text, SHOW_LIMIT)
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
         return "a mapping"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
-    return str(value)
+    if isinstance(value, int) and value.bit_length() > 200:  # str() of a 5,000-digit int even raises
+        return f"a {int(value.bit_length() * 0.30103) + 1}-digit int"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    return _one_line(str(value), SHOW_LIMIT)
+
+
+_show = show
+
+
+def cut(text: str, limit: int = SHOW_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    return _one_line(text, limit)
+
+
+def show_key(key: Any) -> str:
+    """A mapping key as a field path shows it: plain when it is a short ordinary name, else quoted and cut."""
+    if isinstance(key, str) and re.fullmatch(rf"[A-Za-z0-9_.-]{{1,{SHOW_LIMIT}}}", key):
+        return key
+    return show(key)
 
 
 def _range_text(meta: dict[str, Any]) -> str:
@@ -103,6 +163,8 @@ def convert(tp: Any, value: Any, path: str, meta: dict[str, Any] | None = None) 
 
 
 def _convert(tp: Any, value: Any, path: str, meta: dict[str, Any]) -> Any:
+    if isinstance(value, UnsafeNumber):
+        raise ConfigError(path, value.problem)
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -128,27 +190,38 @@ def _convert(tp: Any, value: Any, path: str, meta: dict[str, Any]) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Mismatch
+        if abs(value) > INT_MAX:
+            raise ConfigError(path, f"expected {_describe(tp, meta)}, got {show(value)} (beyond the int64 range)")
         if not _check_range(value, meta):
             raise _Mismatch
         return value
     if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; accept plain numeric text
-            try:
-                value = float(value)
-            except ValueError:
-                raise _Mismatch from None
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; accept plain decimal numeric text
+            if not _FLOAT_TEXT.fullmatch(value.strip()):
+                raise _Mismatch
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Mismatch
-        value = float(value)
-        if value != value or not _check_range(value, meta):
+        shown = show(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(path, f"expected {_describe(tp, meta)}, got {shown} (not a finite number)")
+        if not _check_range(value, meta):
             raise _Mismatch
         return value
     if tp is str:
         if not isinstance(value, str):
             raise _Mismatch
+        limit = meta.get("max_length")
+        if limit is not None and len(value) > limit:
+            count = f" ({len(value)} characters)" if len(value) <= SHOW_LIMIT else ""
+            raise ConfigError(path, f"expected at most {limit} characters, got {show(value)}{count}")
         if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-            raise ConfigError(path, f"expected a string matching {meta['pattern']}, got {value!r}")
-        return value
+            raise ConfigError(path, f"expected a string matching {meta['pattern']}, got {show(value)}")
+        return str(value)
     if origin is Literal:
         if isinstance(value, bool) or value not in get_args(tp):
             raise _Mismatch
@@ -177,7 +250,7 @@ def build(cls: type, raw: dict[str, Any] | None, path: str = "") -> Any:
     alias = {name.rstrip("_"): name for name in fields}
     for key in raw:
         if not isinstance(key, str) or key not in alias:
-            raise ConfigError(f"{prefix}{key}", f"unknown key (valid: {', '.join(sorted(alias))})")
+            raise ConfigError(f"{prefix}{show_key(key)}", f"unknown key (valid: {', '.join(sorted(alias))})")
     kwargs = {}
     for key, name in alias.items():
         f = fields[name]

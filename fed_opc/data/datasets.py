@@ -163,13 +163,24 @@ def verify_files(folder: Path, expected: dict[str, str], source: str) -> None:
 
 
 def dataset_present(name: str, root: Path) -> bool:
-    """Whether ``root`` holds the files of dataset ``name`` in torchvision's layout (no checksum check)."""
-    if name == "cifar10":
-        return all((root / "cifar-10-batches-py" / f).is_file() for f in CIFAR10_FILES)
-    if name == "mnist":
-        raw = root / "MNIST" / "raw"
-        return all((raw / f).is_file() or (raw / (f + ".gz")).is_file() for f in MNIST_MD5)
+    """Whether ``root`` holds the files of dataset ``name`` in torchvision's layout (no checksum check).
+
+    A folder on the way that cannot be searched (permissions) raises ``DataError`` naming it.
+    """
+    try:
+        if name == "cifar10":
+            return all((root / "cifar-10-batches-py" / f).is_file() for f in CIFAR10_FILES)
+        if name == "mnist":
+            raw = root / "MNIST" / "raw"
+            return all((raw / f).is_file() or (raw / (f + ".gz")).is_file() for f in MNIST_MD5)
+    except OSError as e:  # names the root: which folder below it is closed is for the user to see
+        raise DataError(f"{root}: cannot read ({e.strerror or e.__class__.__name__})") from None
     return True
+
+
+def _unreadable(e: OSError, fallback: Path) -> str:
+    where = e.filename if e.filename else fallback
+    return f"{where}: cannot read ({e.strerror or e.__class__.__name__})"
 
 
 def _verify_cifar10(folder: Path, manifest: Path | None) -> dict[str, str] | None:
@@ -303,10 +314,13 @@ def default_data_root() -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(name: str, root: str, download: bool, manifest: str | None, synthetic: tuple) -> DatasetPair:
-    if name == "cifar10":
-        return _load_cifar10(Path(root), download, Path(manifest) if manifest else None)
-    if name == "mnist":
-        return _load_mnist(Path(root), download)
+    try:
+        if name == "cifar10":
+            return _load_cifar10(Path(root), download, Path(manifest) if manifest else None)
+        if name == "mnist":
+            return _load_mnist(Path(root), download)
+    except OSError as e:  # a file or folder this user may not read: one line, not a traceback
+        raise DataError(_unreadable(e, Path(root))) from None
     if name == "synthetic":
         return make_synthetic(*synthetic)
     raise ValueError(f"unknown dataset {name!r}")

@@ -175,3 +175,132 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_yaml_scientific_notation_is_a_float():
     assert parse_scenario(with_("federation.lr", "1e-3")).federation.lr == 0.001
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# legal-looking inputs that used to fail late, refused at load
+
+
+def requests_(*entries):
+    return with_("requests", list(entries))
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (with_("model.width", 10_000_000), "model.width: expected int >= 0 and <= 512, got 10000000"),
+        (
+            with_("model", {"arch": "resnet18", "width": 32}),
+            "model.width: resnet18 has a fixed width of 64: expected 0 or 64, got 32",
+        ),
+        (
+            with_("requests.0.id", "a" * 65),
+            "requests[0].id: expected at most 64 characters, got '" + "a" * 65 + "' (65 characters)",
+        ),
+        (with_("requests.0.id", "../x"), "requests[0].id: expected a string matching [A-Za-z0-9][A-Za-z0-9_.-]*"),
+        (with_("name", "n" * 65), "name: expected at most 64 characters"),
+        (
+            with_("data.synthetic", {"num_train": 1_000_000, "image_size": 32}),
+            "data.synthetic.num_train: expected (num_train + num_test) x image_size^2 x channels <= 268435456, "
+            "got 3073536000",  # (1,000,000 + 500) x 32 x 32 x 3
+        ),
+        (
+            with_("attacks.recovery", ["fm"], with_("data.max_test_samples", 1)),
+            "data.max_test_samples: expected int >= 2 (with attacks.recovery: half calibrates the attacks, the other "
+            "half is the attacker's pool), got 1",
+        ),
+        (
+            with_("attacks.recovery", ["fm"], with_("data.synthetic", {"num_test": 1})),
+            "data.synthetic.num_test: expected int >= 2",
+        ),
+        # duplicate request ids: blamed on the later entry, not on requests[0]
+        (
+            requests_(
+                {"client": 1, "scope": "client", "round": 5, "id": "a"},
+                {"client": 2, "scope": "client", "round": 5},
+                {"client": 3, "scope": "client", "round": 5, "id": "a"},
+            ),
+            "requests[2].id: duplicate request id 'a' (also requests[0].id)",
+        ),
+        (
+            requests_(
+                {"client": 1, "scope": "client", "round": 5},
+                {"client": 2, "scope": "client", "round": 5, "id": "r0"},
+            ),
+            "requests[1].id: duplicate request id 'r0' (also the default id of requests[0])",
+        ),
+        (
+            requests_(
+                {"client": 1, "scope": "client", "round": 5, "id": "r1"},
+                {"client": 2, "scope": "client", "round": 5},
+            ),
+            "requests[1]: its default id 'r1' is already requests[0].id; give this request an id",
+        ),
+        # forgetting every class, at once or over several requests
+        (
+            requests_({"clients": "all", "scope": "class", "classes": list(range(10)), "round": 5}),
+            "requests[0].classes: forgets every class (0..9): nothing is left to retain",
+        ),
+        (
+            requests_({"client": 4, "scope": "class", "classes": list(range(10)), "round": 5}),
+            "requests[0].classes: forgets every class (0..9): use scope client to forget a client's data",
+        ),
+        (
+            requests_(
+                {"clients": "all", "scope": "class", "classes": [0, 1, 2, 3, 4], "round": 4},
+                {"client": 4, "scope": "client", "round": 4},
+                {"clients": "all", "scope": "class", "classes": [5, 6, 7, 8, 9], "round": 5},
+            ),
+            "requests[2].classes: with the requests before it, every class (0..9) is forgotten from every client: "
+            "nothing is left to retain",
+        ),
+        # one client only, asking to be forgotten; or every client
+        (
+            with_(
+                "requests",
+                [{"client": 0, "scope": "client", "round": 5}],
+                with_("data.num_clients", 1, with_("federation.clients_per_round", 1)),
+            ),
+            "requests[0].client: the only client (data.num_clients is 1) asks to forget all its data: nothing is left "
+            "to retain or train on",
+        ),
+        (
+            with_(
+                "requests",
+                [{"client": 1, "scope": "client", "round": 5}, {"client": 0, "scope": "client", "round": 5}],
+                with_("data.num_clients", 2, with_("federation.clients_per_round", 1)),
+            ),
+            "requests[1].client: every client asks to forget all its data",
+        ),
+        (
+            with_("unlearning", {"methods": ["opc", "retrain", "opc"]}),
+            "unlearning.methods[2]: opc is listed twice (also methods[0])",
+        ),
+    ],
+)
+def test_late_failures_are_refused_at_load(raw, expected):
+    assert expected in err(raw)
+
+
+def test_one_client_may_forget_a_class():
+    raw = with_(
+        "requests",
+        [{"client": 0, "scope": "class", "classes": [3], "round": 5}],
+        with_("data.num_clients", 1, with_("federation.clients_per_round", 1)),
+    )
+    assert parse_scenario(raw).requests[0].classes == (3,)
+
+
+def test_more_cpus_per_client_than_the_machine_has():
+    import os
+
+    cpus = os.cpu_count()
+    raw = with_("federation.client_resources.num_cpus", cpus + 1)
+    assert f"federation.client_resources.num_cpus: expected <= {cpus} (CPUs on this machine), got {cpus + 1}" in err(
+        raw
+    )
+    assert (
+        parse_scenario(with_("federation.client_resources.num_cpus", cpus)).federation.client_resources.num_cpus == cpus
+    )
+    # a cluster's CPUs are not this machine's: not checked
+    parse_scenario(with_("federation.ray_address", "10.0.0.1:6379", raw))
