@@ -89,6 +89,9 @@ class FederationConfig:
     evaluate_every: int = field(default=1, metadata=bounds(ge=1))
     fraction_evaluate: float = field(default=0.0, metadata=bounds(ge=0, le=1))
     round_timeout_s: float = field(default=600.0, metadata=bounds(gt=0))
+    server_threads: int = field(default=2, metadata=bounds(ge=1))
+    availability: AvailabilityConfig = AvailabilityConfig()
+    devices: DevicesConfig = DevicesConfig()
 
 
 @dataclass(frozen=True)
@@ -127,14 +130,14 @@ class RequestConfig:
 class UnlearningConfig:
     methods: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)  # method name -> that method's frozen Config
-
-
-@dataclass(frozen=True)
     fallback: str | None = None  # serves a request overdue for a method that waits for its requester
 
 
 # Federated methods that serve a request without its requester (fallbacks for a requester that stays offline).
 FALLBACKS = ("fed_finetune", "fed_retrain")
+
+
+@dataclass(frozen=True)
 class InversionConfig:
     targets: tuple[str, ...] = ()
     images: int = field(default=4, metadata=bounds(ge=1))
@@ -143,10 +146,10 @@ class InversionConfig:
     lr: float = field(default=0.1, metadata=bounds(gt=0))
     tv: float | None = field(default=None, metadata=bounds(ge=0))
     bn_stats: float = field(default=0.0, metadata=bounds(ge=0))
+    methods: tuple[str, ...] = ()  # the methods whose results are inverted (empty: every method)
 
 
 @dataclass(frozen=True)
-    methods: tuple[str, ...] = ()  # the methods whose results are inverted (empty: every method)
 class AttacksConfig:
     recovery: tuple[str, ...] = ()
     k_shot: int = field(default=10, metadata=bounds(ge=1))
@@ -217,12 +220,12 @@ def _unlearning(raw: Any) -> UnlearningConfig:
         if m in methods[:i]:
             raise ConfigError(f"unlearning.methods[{i}]", f"{m} is listed twice (also methods[{methods.index(m)}])")
     params = {}
-    for key, block in raw.items():
-        if key in ("methods", "fallback"):
-            continue
     fallback = raw.get("fallback")
     if fallback is not None and fallback not in FALLBACKS:
         raise ConfigError("unlearning.fallback", f"expected one of {', '.join(FALLBACKS)}, got {show(fallback)}")
+    for key, block in raw.items():
+        if key in ("methods", "fallback"):
+            continue
         if key not in registry:
             raise ConfigError(f"unlearning.{show_key(key)}", f"unknown key (valid: methods, {valid})")
         params[key] = build(registry[key].config, block, f"unlearning.{key}")
@@ -262,9 +265,6 @@ def _check_partition_keys(raw: dict[str, Any]) -> None:
             raise ConfigError(f"data.partition.{key}", f"not used by partition kind {kind}")
 
 
-def _cross_checks(sc: Scenario, check_environment: bool, base_dir: Path | None) -> None:
-    d, fed = sc.data, sc.federation
-    if fed.clients_per_round > d.num_clients:
 def min_test_samples(sc: Scenario) -> int:
     """The fewest held-out samples the scenario's evaluation can work with.
 
@@ -345,6 +345,9 @@ def _check_edge(sc: Scenario, base_dir: Path | None) -> None:
         raise ConfigError("unlearning.fallback", "serves overdue requests: set requests[].deadline_rounds too")
 
 
+def _cross_checks(sc: Scenario, check_environment: bool, base_dir: Path | None) -> None:
+    d, fed = sc.data, sc.federation
+    if fed.clients_per_round > d.num_clients:
         raise ConfigError(
             "federation.clients_per_round",
             f"expected int <= data.num_clients ({d.num_clients}), got {fed.clients_per_round}",
@@ -374,9 +377,6 @@ def _check_edge(sc: Scenario, base_dir: Path | None) -> None:
     if not check_environment:
         return
     res = fed.client_resources
-    if res.num_gpus > 0 and fed.ray_address is None:
-        import torch
-
     cpus = os.cpu_count() or 1
     if fed.ray_address is None and res.num_cpus > cpus:
         # a local Ray gets this machine's CPUs: an actor asking for more is never placed (the in-process engine
@@ -384,6 +384,9 @@ def _check_edge(sc: Scenario, base_dir: Path | None) -> None:
         raise ConfigError(
             "federation.client_resources.num_cpus", f"expected <= {cpus} (CPUs on this machine), got {res.num_cpus:g}"
         )
+    if res.num_gpus > 0 and fed.ray_address is None:
+        import torch
+
         if not torch.cuda.is_available():
             raise ConfigError(
                 "federation.client_resources.num_gpus",
@@ -434,17 +437,12 @@ def parse_scenario(raw: Any, *, path: str | None = None, check_environment: bool
         sc = dataclasses.replace(sc, unlearning=unlearning, path=path)
         _check_attacks(sc.attacks)
         _cross_checks(sc, check_environment, Path(path).parent if path else None)
+        _check_edge(sc, Path(path).parent if path else None)
         return sc
     except ConfigError as e:
         raise e.with_file(path) if path else e from None
-        _check_edge(sc, Path(path).parent if path else None)
 
 
-def load_scenario(path: str | Path, *, check_environment: bool = True) -> Scenario:
-    """Read and validate a scenario YAML file (``ScenarioLoader``: ``yaml.safe_load`` without duplicate keys and
-    without YAML 1.1's surprising numbers).
-    """
-    p = Path(path)
 # ----------------------------------------------------------------------------------------------------------------------
 # reading the YAML: a key given twice and the YAML 1.1 number forms that read unlike they look are refused
 
@@ -556,6 +554,11 @@ def read_yaml(text: str, name: str) -> Any:
         loader.dispose()
 
 
+def load_scenario(path: str | Path, *, check_environment: bool = True) -> Scenario:
+    """Read and validate a scenario YAML file (``ScenarioLoader``: ``yaml.safe_load`` without duplicate keys and
+    without YAML 1.1's surprising numbers).
+    """
+    p = Path(path)
     name = str(path)
     if not p.exists():
         raise ConfigError("", "no such file", name)

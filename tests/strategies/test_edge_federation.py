@@ -137,9 +137,10 @@ def test_always_online_without_profiles_is_todays_federation(tmp_path):
     explicit = dict(base, federation=dict(base["federation"], availability={"kind": "always"}, devices={}))
     a = simulate(parse_scenario(base), tmp_path / "a", use_cache=False)
     b = simulate(parse_scenario(explicit), tmp_path / "b", use_cache=False)
-    strip = lambda r: {
-        m: {k: v for k, v in x["metrics"].items() if k != "RTE_s"} for m, x in r.results["methods"].items()
-    }  # noqa: E731
+
+    def strip(r):
+        return {m: {k: v for k, v in x["metrics"].items() if k != "RTE_s"} for m, x in r.results["methods"].items()}
+
     assert strip(a) == strip(b)
     assert all("edge" not in x for x in a.results["methods"].values())
     lat = a.results["requests"][0]["latency"]

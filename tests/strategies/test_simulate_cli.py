@@ -192,7 +192,7 @@ def test_seeds_give_a_summary_with_mean_and_std(tmp_path):
 
 def _numbers(r: dict) -> dict:
     """results.json without wall times and cache facts, for comparing two runs."""
-    drop = {"wall_s", "RTE_s", "cached", "cache_key"}
+    drop = {"wall_s", "RTE_s", "cached", "cache_key", "timing"}
 
     def clean(x):
         if isinstance(x, dict):
