@@ -259,7 +259,9 @@ def _check_partition_keys(raw: dict[str, Any]) -> None:
     if not isinstance(part, dict):
         return
     kind = part.get("kind", "iid")
-    own = PARTITION_KEYS.get(kind, set())
+    if not isinstance(kind, str) or kind not in PARTITION_KEYS:
+        return  # building the dataclass names the bad kind
+    own = PARTITION_KEYS[kind]
     for key in ("alpha", "min_size", "classes_per_client"):
         if key in part and key not in own:
             raise ConfigError(f"data.partition.{key}", f"not used by partition kind {kind}")
