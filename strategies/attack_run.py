@@ -46,8 +46,17 @@ log = logging.getLogger("fed_opc")
 _LOSS_OF_OBJECTIVE = {("opc", "penultimate"): "feature_norm", ("opc", "logits"): "logit_norm", ("ga", None): "ascent"}
 
 
-def _loss_name(objective: str, layer: str | None) -> str:
-    return _LOSS_OF_OBJECTIVE.get((objective, layer if objective == "opc" else None), "ce")
+def _loss_name(objective: str, layer: str | None, squared: bool = False) -> str:
+    name = _LOSS_OF_OBJECTIVE.get((objective, layer if objective == "opc" else None), "ce")
+    return f"{name}_sq" if squared and objective == "opc" else name
+
+
+def _replay_lr(obs: dict[str, Any]) -> float:
+    """The step size of the replayed update: an OPC requester's loss is ``lambda`` times the contraction term that the
+    replay computes, so under plain SGD its step is ``lr * lambda`` on that term.
+    """
+    lr = float(obs["lr"])
+    return lr * float(obs.get("lambda", 1.0)) if obs["objective"] == "opc" else lr
 
 
 def _split_test(sc, sd) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,9 +167,9 @@ def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, o
                 x,
                 y,
                 steps=steps,
-                lr=float(obs["lr"]),
+                lr=_replay_lr(obs),
                 batch_size=len(picks),
-                loss=_loss_name(str(obs["objective"]), obs.get("layer")),
+                loss=_loss_name(str(obs["objective"]), obs.get("layer"), bool(obs.get("squared", False))),
             )
             view = build_view(sc, sd, original, unlearned, forget_idx, forgotten, updates=[upd])
             truth, labels = [truth01], [y.cpu()]

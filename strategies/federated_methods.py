@@ -424,6 +424,7 @@ def unlearning_rounds(
                     "n_forget": int(m["num-examples"]),
                     "layer": spec.layer,
                     "lambda": spec.lambda_,
+                    "squared": spec.squared,
                 }
             forget_norm = float(np.average([m["forget_norm"] for _, _, m in outs], weights=weights))
             forget_acc = float(np.average([m["forget_acc"] for _, _, m in outs], weights=weights))
