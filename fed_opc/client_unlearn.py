@@ -21,8 +21,8 @@ Constraint modes against ``delta_r``:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -31,38 +31,105 @@ from torch import nn
 from fed_opc.losses import forget_cross_entropy, opc_loss, random_label_loss, random_other_labels
 from fed_opc.train import Batch, OptimConfig, make_optimizer, paired_batches, predict, train_loop
 
+Objective = Literal["opc", "ga", "rl"]
+Constraint = Literal["none", "project", "ball"]
+Start = Literal["global", "reference"]
+Layer = Literal["penultimate", "logits"]
+
+
+class SpecError(ValueError):
+    """A ``train.unlearn`` message whose ``unlearn.*`` settings do not describe a valid ``LocalUnlearnSpec``."""
+
 
 @dataclass(frozen=True)
 class LocalUnlearnSpec:
-    """What the server asks the requester to do; travels in the message's ConfigRecord."""
+    """What the server asks the requester to do; travels in the message's ConfigRecord as ``unlearn.<field>``.
 
-    objective: str = "opc"  # opc | ga | rl
-    lambda_: float = 1.0
-    layer: str = "penultimate"
+    The step settings (``objective`` .. ``forget_batch_size``) have no defaults: the server's method config is the one
+    place they come from (``strategies.federated_methods._local_spec``). The remaining fields default to "off"; OPC's
+    ``lambda_`` and ``layer`` are required when ``objective`` is ``opc``.
+    """
+
+    objective: Objective
+    constraint: Constraint
+    lr: float
+    momentum: float
+    epochs: float
+    batch_size: int
+    forget_batch_size: int
+    lambda_: float | None = None  # opc only
+    layer: Layer | None = None  # opc only
     squared: bool = False
-    constraint: str = "none"  # none | project | ball
-    epsilon: float = 1.0
-    start: str = "global"  # global | reference (theta + delta_r)
-    lr: float = 0.01
-    momentum: float = 0.0
-    epochs: float = 1.0
-    batch_size: int = 32
-    forget_batch_size: int = 32
+    epsilon: float = 0.0  # ball only: the radius
+    start: Start = "global"  # global | reference (theta + delta_r)
     stop_acc: float = -1.0  # no steps / stop once the forget accuracy is <= this (negative: never); see local_unlearn
     max_steps: int = 0  # 0: no cap
     use_retain: bool = True  # add cross-entropy on the requester's own remaining data
 
+    def __post_init__(self) -> None:
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed and not (name == "layer" and value is None):
+                raise SpecError(f"unlearn.{name}: expected one of {', '.join(allowed)}, got {value!r}")
+        if self.objective == "opc" and (self.lambda_ is None or self.layer is None):
+            raise SpecError("unlearn.lambda_ and unlearn.layer are required for objective opc")
+        if self.constraint == "ball" and self.epsilon <= 0:
+            raise SpecError(f"unlearn.epsilon: expected > 0 for constraint ball, got {self.epsilon}")
+
     def to_config(self) -> dict[str, Any]:
-        return {f"unlearn.{k}": v for k, v in asdict(self).items()}
+        """The ``unlearn.*`` entries of a ConfigRecord (a field left at None is not sent)."""
+        return {f"unlearn.{k}": v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_config(cls, cfg: Any) -> LocalUnlearnSpec:
+        """Parse what ``to_config`` wrote: an unknown ``unlearn.*`` key, a missing required one or a value of the
+        wrong type is a ``SpecError`` naming the key (never a silent default or cast).
+        """
+        names = {f.name for f in fields(cls)}
+        extra = sorted(k for k in cfg if str(k).startswith("unlearn.") and k[len("unlearn.") :] not in names)
+        if extra:
+            raise SpecError(f"{extra[0]}: unknown setting")
         kw = {}
         for f in fields(cls):
             key = f"unlearn.{f.name}"
-            if key in cfg:
-                kw[f.name] = type(f.default)(cfg[key])
+            if key not in cfg:
+                if f.default is MISSING:
+                    raise SpecError(f"{key}: missing")
+                continue
+            kw[f.name] = _typed(key, cfg[key], _HINTS[f.name])
         return cls(**kw)
+
+
+_HINTS = get_type_hints(LocalUnlearnSpec)
+
+
+_CHOICES = {"objective": get_args(Objective), "constraint": get_args(Constraint), "start": get_args(Start),
+            "layer": get_args(Layer)}  # fmt: skip
+
+
+def _base_types(hint: Any) -> set[type]:
+    """The plain types a field annotation admits (``Literal["a"]`` -> str; ``float | None`` -> float)."""
+    if get_origin(hint) is Literal:
+        return {type(a) for a in get_args(hint)}
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return set().union(*(_base_types(a) for a in args)) if args else {hint}
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field type ``hint`` wants it: ints are accepted for floats, nothing else is converted."""
+    base = _base_types(hint)
+    if bool in base:
+        ok = isinstance(value, bool)
+    elif float in base:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif int in base:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise SpecError(f"{key}: expected {'/'.join(sorted(t.__name__ for t in base))}, got {value!r}")
+    return value
 
 
 @dataclass

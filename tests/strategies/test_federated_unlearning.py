@@ -105,7 +105,15 @@ def test_project_mode_never_raises_retain_loss_to_first_order():
     train, forget, retain, model, delta_r = _local_setup()
     guarded = GuardedDataset(train, forbidden=forget)
     spec = LocalUnlearnSpec(
-        objective="opc", lambda_=1.0, constraint="project", lr=0.05, epochs=2, batch_size=16, forget_batch_size=8
+        objective="opc",
+        lambda_=1.0,
+        layer="penultimate",
+        constraint="project",
+        lr=0.05,
+        momentum=0.0,
+        epochs=2,
+        batch_size=16,
+        forget_batch_size=8,
     )
     res = local_unlearn(
         model, guarded, retain, train, forget, spec, delta_r=delta_r, num_classes=4, rng=numpy_rng(0, "u")
@@ -117,7 +125,15 @@ def test_project_mode_never_raises_retain_loss_to_first_order():
     # without projection the same steps do conflict with the retain update
     _, _, _, model2, _ = _local_setup()
     spec_sum = LocalUnlearnSpec(
-        objective="opc", lambda_=1.0, constraint="none", lr=0.05, epochs=2, batch_size=16, forget_batch_size=8
+        objective="opc",
+        lambda_=1.0,
+        layer="penultimate",
+        constraint="none",
+        lr=0.05,
+        momentum=0.0,
+        epochs=2,
+        batch_size=16,
+        forget_batch_size=8,
     )
     res2 = local_unlearn(
         model2, guarded, retain, train, forget, spec_sum, delta_r=delta_r, num_classes=4, rng=numpy_rng(0, "u")
@@ -130,7 +146,14 @@ def test_ball_mode_keeps_the_model_within_epsilon():
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     eps = 0.05
     spec = LocalUnlearnSpec(
-        objective="ga", constraint="ball", epsilon=eps, lr=0.5, epochs=3, batch_size=16, forget_batch_size=8
+        objective="ga",
+        constraint="ball",
+        epsilon=eps,
+        lr=0.5,
+        momentum=0.0,
+        epochs=3,
+        batch_size=16,
+        forget_batch_size=8,
     )
     res = local_unlearn(
         model,
