@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from fed_opc.config import load_scenario
-from strategies.deploy import LocalDeployment, run_config_args
+from strategies.deploy import DeploymentError, LocalDeployment, run_config_args
 from strategies.flwr_app import RunSettings, resolve_scenario_path
 from strategies.run import simulate
 from tests.helpers import tiny
@@ -126,3 +126,51 @@ def test_a_supernode_killed_mid_round_is_a_counted_failure(tmp_path):
     log = (tmp_path / "out" / "log.txt").read_text()
     assert "round 1: 1 of 3 clients failed or did not answer: [2]" in log
     assert "round 2: 1 of 3 clients failed or did not answer: [2]" in log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_stopped_server_app_resumes_to_the_same_results(tmp_path):
+    """``flwr stop`` ends the ServerApp process after its first checkpoint; a new ``flwr run`` with ``resume=true``
+    continues from the run directory's ledger and checkpoints to the in-process engine's numbers.
+    """
+    scen = scenario_file(
+        tmp_path,
+        "restart",
+        **{"federation.clients_per_round": 2, "federation.rounds": 3, "federation.round_timeout_s": 600},
+        requests=[{"client": 1, "scope": "client", "round": 3}],
+        unlearning={"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1}},
+    )
+    out = tmp_path / "out"
+    stopped: list[int] = []
+
+    def stop_after_first_checkpoint(dep: LocalDeployment) -> None:
+        deadline = time.monotonic() + 1200
+        while time.monotonic() < deadline and not stopped:
+            run_id = dep._run_id(dep.workdir / "run.log") if (dep.workdir / "run.log").exists() else None
+            if run_id is not None and (out / "checkpoints" / "pretrain.ckpt").exists():
+                dep.flwr("stop", str(run_id), "local-deployment")
+                stopped.append(run_id)
+            time.sleep(0.2)
+
+    dep = LocalDeployment(3, tmp_path / "deployment")
+    config = {"scenario": str(scen), "out": str(out), "use-cache": False}
+    with dep:
+        stopper = threading.Thread(target=stop_after_first_checkpoint, args=(dep,), daemon=True)
+        stopper.start()
+        try:
+            dep.run(REPO, config, timeout=1200)
+        except DeploymentError:  # the streaming CLI may report the stopped run as a failure
+            pass
+        stopper.join(timeout=5)
+        assert stopped, "the run finished before its first checkpoint"
+        assert not (out / "results.json").exists()
+        first_status = dep.status(stopped[0])
+        run_id, status = dep.run(REPO, config | {"resume": True}, timeout=1200)
+    assert dep.leftovers() == []
+    assert run_id != stopped[0] and first_status.startswith("finished:") and first_status != "finished:completed"
+    assert status == "finished:completed", (out / "log.txt").read_text()[-3000:]
+    assert "resuming" in (out / "log.txt").read_text()
+    got = json.loads((out / "results.json").read_text())
+    ref = simulate(load_scenario(scen), tmp_path / "ref", use_cache=False)
+    assert without_timing(got) == without_timing(json.loads(json.dumps(ref.results)))

@@ -170,3 +170,37 @@ def test_requests_of_one_round_stay_excluded_while_each_waits_for_its_requester(
     for name, pid, rnd, world, exclude in calls:
         if name == "handle_train" and rnd > 2 and world == "fed_opc":
             assert {"a", "b"} <= set(exclude) and pid not in (1, 2)
+
+
+def test_a_stragglers_update_is_dropped_from_the_aggregate_and_counted(tmp_path, monkeypatch):
+    from flwr.serverapp.strategy import FedAvg
+
+    from fed_opc.edge import edge_of
+
+    aggregated: list[tuple[int, list[int]]] = []
+    real = FedAvg.aggregate_train
+
+    def spy(self, server_round, replies):
+        replies = list(replies)
+        aggregated.append((server_round, sorted(self.pid_of[r.metadata.src_node_id] for r in replies)))
+        return real(self, server_round, replies)
+
+    monkeypatch.setattr(FedAvg, "aggregate_train", spy)
+    raw = tiny(**{"federation.rounds": 4, "data.num_clients": 6, "federation.clients_per_round": 4})
+    raw["federation"]["devices"] = {
+        "profiles": [  # a "slow" device needs 10^5 s for its few samples: always past the 60 s deadline
+            {"name": "slow", "share": 0.5, "samples_per_s": 0.001, "up_mbps": 10, "down_mbps": 10},
+            {"name": "fast", "share": 0.5, "samples_per_s": 1000, "up_mbps": 10, "down_mbps": 10},
+        ],
+        "round_deadline_s": 60,
+    }
+    sc = parse_scenario(raw)
+    slow = {pid for pid, p in edge_of(sc)[1].profile_of.items() if p.name == "slow"}
+    assert len(slow) == 3
+    r = simulate(sc, tmp_path / "run", use_cache=False)
+    assert [rnd for rnd, _ in aggregated] == [1, 2, 3, 4]
+    assert all(pids and not set(pids) & slow for _, pids in aggregated)  # only fast devices were averaged
+    # each round waited until the deadline: 4 rounds x 60 s on the simulated clock
+    assert [x["sim_s"] for x in r.results["pretrain"]["rounds"]] == [60.0, 120.0, 180.0, 240.0]
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert log.count("stragglers dropped (past the deadline)") == 4
