@@ -317,8 +317,9 @@ class LocalDeployment:
     def _run_id(path: Path) -> int | None:
         import re
 
-        m = re.search(r"Successfully started run (\d+)", path.read_text(errors="replace"))
-        return int(m.group(1)) if m else None
+        # the log is appended to by every run of this deployment: the last run started is this one
+        ids = re.findall(r"Successfully started run (\d+)", path.read_text(errors="replace"))
+        return int(ids[-1]) if ids else None
 
     def status(self, run_id: int) -> str:
         """The run's status as ``flwr ls`` reports it, e.g. ``running`` or ``finished:completed``."""
