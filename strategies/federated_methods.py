@@ -428,11 +428,13 @@ def unlearning_rounds(
                 }
             forget_norm = float(np.average([m["forget_norm"] for _, _, m in outs], weights=weights))
             forget_acc = float(np.average([m["forget_acc"] for _, _, m in outs], weights=weights))
-            ratio = forget_norm / retain_norm if retain_norm > 0 else float("inf")
+            # undefined (None, never inf or nan: a results file holds neither) when the retained features have no
+            # energy, as in a collapsed model; the ratio rule then never fires
+            ratio = forget_norm / retain_norm if retain_norm > 0 else None
             target = float(np.average([m["stop_acc"] for _, _, m in outs], weights=weights))
             steps = int(sum(m["steps"] for _, _, m in outs))
             stop = (
-                (stop_ratio is not None and rule in ("norm_ratio", "none") and ratio < stop_ratio)
+                (stop_ratio is not None and rule in ("norm_ratio", "none") and ratio is not None and ratio < stop_ratio)
                 or (stop_acc is not None and forget_acc <= stop_acc)
                 or (rule == "reference_acc" and (forget_acc <= target or steps == 0))
             )
@@ -456,11 +458,11 @@ def unlearning_rounds(
                 rec["target_acc"] = target
             per_round.append(rec)
             log.info(
-                "[%s] %s round %d: norm ratio %.4f, requester forget acc %.3f (%d local steps)",
+                "[%s] %s round %d: norm ratio %s, requester forget acc %.3f (%d local steps)",
                 ctx.world,
                 req.request_id,
                 rnd,
-                ratio,
+                "undefined" if ratio is None else f"{ratio:.4f}",
                 forget_acc,
                 steps,
             )

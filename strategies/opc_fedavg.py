@@ -176,10 +176,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
         # the received (global) model, measured where the data live: the stopping rule's reading
         req_ok = [(p, c["metrics"]) for p, c in ok if n_forget.get(p, 0) > 0]
         ret_ok = [(p, c["metrics"]) for p, c in ok if n_retain[p] > 0]
-        forget_norm = _mean([m["received_forget_norm"] for _, m in req_ok], [n_forget[p] for p, _ in req_ok])
-        forget_acc = _mean([m["received_forget_acc"] for _, m in req_ok], [n_forget[p] for p, _ in req_ok])
-        retain_norm = _mean([m["received_retain_norm"] for _, m in ret_ok], [n_retain[p] for p, _ in ret_ok])
-        ratio = forget_norm / retain_norm if retain_norm and forget_norm == forget_norm else float("nan")
+        ratio, forget_acc = received_reading(req_ok, ret_ok, n_forget, n_retain)
         goal = _goal(target, sd, requests, req_ok)
         rec = {
             "round": rnd,
@@ -190,7 +187,8 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
             "stop_rule": rule,
         }
         if per_round and (
-            (rule == "norm_ratio" and ratio < cfg.stop_ratio) or (rule == "reference_acc" and forget_acc <= goal)
+            (rule == "norm_ratio" and ratio is not None and ratio < cfg.stop_ratio)
+            or (rule == "reference_acc" and forget_acc is not None and forget_acc <= goal)
         ):
             # the global model of the previous round already meets the rule: keep it, drop this round's updates
             rec["stop"] = True
@@ -223,7 +221,8 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
         )
         rec["stop"] = False
         per_round.append(rec)
-        log.info("[%s] %s round %d: received norm ratio %.4f, forget acc %.3f", ctx.world, ids, rnd, ratio, forget_acc)
+        log.info("[%s] %s round %d: received norm ratio %s, forget acc %s", ctx.world, ids, rnd, _fmt(ratio, 4),
+                 _fmt(forget_acc, 3))  # fmt: skip
         _save(ckpt, ctx, state, cost, momentum, rnd, per_round, observed)
     diagnostics: dict[str, Any] = {"protocol": "fedavg", "unlearning_rounds": per_round}
     if cfg.recovery_rounds:
@@ -234,8 +233,29 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
     return MethodOutcome(state, cost, diagnostics, observed)
 
 
-def _mean(values: list[float], weights: list[int]) -> float:
-    return float(np.average(values, weights=weights)) if values and sum(weights) > 0 else float("nan")
+def received_reading(
+    req_ok: list[tuple[int, Any]], ret_ok: list[tuple[int, Any]], n_forget: dict[int, int], n_retain: dict[int, int]
+) -> tuple[float | None, float | None]:
+    """``(forget / retain feature-norm ratio, forget accuracy)`` of the received global model, from the clients'
+    ``received_*`` measurements weighted by their sample counts.
+
+    A reading that is undefined is None (never nan, which a results file cannot hold): the ratio when no requester or
+    no retain client replied, or when the retained features have no energy (a collapsed model, whose every feature is
+    0); the forget accuracy when no requester replied. The stopping rule never fires on None.
+    """
+    forget_norm = _mean([m["received_forget_norm"] for _, m in req_ok], [n_forget[p] for p, _ in req_ok])
+    forget_acc = _mean([m["received_forget_acc"] for _, m in req_ok], [n_forget[p] for p, _ in req_ok])
+    retain_norm = _mean([m["received_retain_norm"] for _, m in ret_ok], [n_retain[p] for p, _ in ret_ok])
+    ratio = forget_norm / retain_norm if forget_norm is not None and retain_norm else None
+    return ratio, forget_acc
+
+
+def _mean(values: list[float], weights: list[int]) -> float | None:
+    return float(np.average(values, weights=weights)) if values and sum(weights) > 0 else None
+
+
+def _fmt(x: float | None, digits: int) -> str:
+    return "undefined" if x is None else f"{x:.{digits}f}"
 
 
 def _goal(target: list[float] | None, sd, requests: Sequence[ForgetSplit], req_ok) -> float:

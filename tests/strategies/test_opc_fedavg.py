@@ -9,7 +9,7 @@ from fed_opc.client_app import make_client_app, new_model
 from fed_opc.config import parse_scenario
 from fed_opc.data.scenario_data import prepare
 from fed_opc.flower import arrays_from_state, ensure_task_identity, message, state_from_arrays
-from strategies.opc_fedavg import round_weights, server_step
+from strategies.opc_fedavg import received_reading, round_weights, server_step
 from strategies.run import simulate
 from tests.helpers import tiny
 
@@ -40,6 +40,19 @@ def test_server_step_with_momentum():
     new2, m2 = server_step(new, deltas, [1.0, 1.0], m, lr=0.5, beta=0.5)
     # m = 0.5 * (1.5, 1) + (1, 2) = (1.75, 2.5); theta = (2.5, 2) + 0.5 m
     assert torch.equal(m2["w"], torch.tensor([1.75, 2.5])) and torch.equal(new2["w"], torch.tensor([3.375, 3.25]))
+
+
+def test_the_received_reading_weighs_by_samples_and_is_none_where_undefined():
+    n_forget, n_retain = {0: 30, 1: 10}, {0: 10, 1: 30, 2: 60}
+    req = [(0, {"received_forget_norm": 2.0, "received_forget_acc": 0.5}),
+           (1, {"received_forget_norm": 6.0, "received_forget_acc": 0.1})]  # fmt: skip
+    ret = [(0, {"received_retain_norm": 4.0}), (1, {"received_retain_norm": 8.0}), (2, {"received_retain_norm": 2.0})]
+    # forget norm (30 x 2 + 10 x 6) / 40 = 3; forget acc (15 + 1) / 40 = 0.4; retain norm (40 + 240 + 120) / 100 = 4
+    assert received_reading(req, ret, n_forget, n_retain) == (0.75, 0.4)
+    # a collapsed model: every retained feature is 0, so the ratio is undefined (a results file cannot hold nan)
+    dead = [(p, {"received_retain_norm": 0.0}) for p, _ in ret]
+    assert received_reading(req, dead, n_forget, n_retain) == (None, 0.4)
+    assert received_reading([], ret, n_forget, n_retain) == (None, None)  # no requester replied
 
 
 def _train_reply(sc, pid, config, state):
