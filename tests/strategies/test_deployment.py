@@ -70,7 +70,7 @@ def test_flwr_run_on_a_superlink_and_three_supernodes(tmp_path):
         "deploy",
         **{"federation.clients_per_round": 2, "federation.round_timeout_s": 600},
         requests=[{"client": 1, "scope": "client", "round": 2}],
-        unlearning={"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1}},
+        unlearning={"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1, "protocol": "two_phase"}},
     )
     dep = LocalDeployment(3, tmp_path / "deployment")
     with dep:
@@ -139,7 +139,7 @@ def test_a_stopped_server_app_resumes_to_the_same_results(tmp_path):
         "restart",
         **{"federation.clients_per_round": 2, "federation.rounds": 3, "federation.round_timeout_s": 600},
         requests=[{"client": 1, "scope": "client", "round": 3}],
-        unlearning={"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1}},
+        unlearning={"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1, "protocol": "two_phase"}},
     )
     out = tmp_path / "out"
     stopped: list[int] = []

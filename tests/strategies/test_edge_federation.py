@@ -47,7 +47,7 @@ def edge_scenario(tmp_path, methods, requester_online_from, **extra):
         }
     )
     raw["requests"] = [{"id": "gone", "client": 1, "scope": "client", "round": 2} | extra]
-    raw["unlearning"] = {"methods": methods, "fed_opc": {"max_rounds": 1}}
+    raw["unlearning"] = {"methods": methods, "fed_opc": {"max_rounds": 1, "protocol": "two_phase"}}
     return raw
 
 
@@ -161,7 +161,7 @@ def test_requests_of_one_round_stay_excluded_while_each_waits_for_its_requester(
         {"id": "a", "client": 1, "scope": "client", "round": 2},
         {"id": "b", "client": 2, "scope": "client", "round": 2},
     ]
-    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1}}
+    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1, "protocol": "two_phase"}}
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     unlearn = [(pid, rnd) for name, pid, rnd, _, _ in calls if name == "handle_unlearn"]
     assert unlearn == [(1, 5), (2, 6)]  # "a" waits for client 1 (online from 5), then "b" is served next

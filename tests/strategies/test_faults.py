@@ -30,7 +30,10 @@ def test_a_crashing_client_is_counted_and_the_round_completes(tmp_path):
 def test_a_requester_that_fails_is_retried_next_round(tmp_path):
     raw = tiny(**{"federation.rounds": 3, "data.num_clients": 5, "federation.clients_per_round": 3})
     raw["requests"] = [{"client": 1, "scope": "client", "round": 3}]
-    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1, "stop_rule": "norm_ratio"}}
+    raw["unlearning"] = {
+        "methods": ["fed_opc"],
+        "fed_opc": {"max_rounds": 1, "stop_rule": "norm_ratio", "protocol": "two_phase"},
+    }
     raw["faults"] = {"crash": {"client": 1, "round": 4, "world": "fed_opc"}}  # its first unlearning round
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     rounds = r.results["methods"]["fed_opc"]["diagnostics"]["unlearning_rounds"]

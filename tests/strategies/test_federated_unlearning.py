@@ -21,7 +21,9 @@ from tests.helpers import tiny, tiny_scenario
 def scenario(methods, requests=None, **over):
     raw = tiny(**{"federation.rounds": 3, "data.num_clients": 5, "federation.clients_per_round": 3} | over)
     raw["requests"] = requests or [{"client": 1, "scope": "client", "round": 3}]
-    raw["unlearning"] = {"methods": methods}
+    # the two_phase protocol: the requester's local steps arrive as train.unlearn (the fedavg protocol, the default, is
+    # tested in test_opc_fedavg.py)
+    raw["unlearning"] = {"methods": methods, "fed_opc": {"protocol": "two_phase"}}
     return raw
 
 
@@ -40,7 +42,7 @@ def unlearn_calls(monkeypatch):
 
 def test_unlearn_message_reaches_only_the_requester(tmp_path, unlearn_calls):
     raw = scenario(["fed_opc", "fed_ga"])
-    raw["unlearning"]["fed_opc"] = {"max_rounds": 2, "stop_ratio": 1e-6, "stop_rule": "norm_ratio"}
+    raw["unlearning"]["fed_opc"] |= {"max_rounds": 2, "stop_ratio": 1e-6, "stop_rule": "norm_ratio"}
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     assert unlearn_calls and {pid for pid, _ in unlearn_calls} == {1}
     assert [w for _, w in unlearn_calls].count("fed_opc") == 2
@@ -51,7 +53,7 @@ def test_unlearn_message_reaches_only_the_requester(tmp_path, unlearn_calls):
 
 def test_class_request_for_all_clients_contracts_on_every_holder(tmp_path, unlearn_calls):
     raw = scenario(["fed_opc"], [{"clients": "all", "scope": "class", "classes": [2], "round": 3}])
-    raw["unlearning"]["fed_opc"] = {"max_rounds": 1, "max_requesters": 5}
+    raw["unlearning"]["fed_opc"] |= {"max_rounds": 1, "max_requesters": 5}
     simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     assert sorted(pid for pid, _ in unlearn_calls) == [0, 1, 2, 3, 4]
 

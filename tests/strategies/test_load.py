@@ -11,7 +11,7 @@ def test_thousand_clients_and_ten_simultaneous_requests(tmp_path):
     raw = tiny(name="load", **{"federation.rounds": 5, "data.num_clients": 1000, "federation.clients_per_round": 10})
     raw["data"]["synthetic"] |= {"num_train": 4000, "num_test": 200}
     raw["requests"] = [{"id": f"r{c}", "client": c, "scope": "client", "round": 5} for c in range(0, 1000, 100)]
-    raw["unlearning"] = {"methods": ["fed_opc", "fed_retrain"], "fed_opc": {"max_rounds": 2}}
+    raw["unlearning"] = {"methods": ["fed_opc", "fed_retrain"], "fed_opc": {"max_rounds": 2, "protocol": "two_phase"}}
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     assert [x["round"] for x in r.results["pretrain"]["rounds"]] == [1, 2, 3, 4, 5]
     assert len(r.results["requests"]) == 10 and all(q["status"] == "done" for q in r.results["requests"])

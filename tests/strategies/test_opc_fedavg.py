@@ -116,3 +116,25 @@ def test_fedavg_protocol_end_to_end(tmp_path):
     assert [x["round"] for x in rounds] == list(range(4, 4 + len(rounds)))
     assert all(x["requesters"] == [1] and 1 not in x["retain_clients"] for x in rounds)
     assert r.results["methods"]["fed_opc"]["cost"]["rounds"] == len(rounds)
+
+
+def test_protocol_defaults_fill_only_what_the_scenario_leaves_out():
+    from fed_opc.schema import to_dict
+    from fed_opc.unlearning.federated import FedOPCConfig
+
+    raw = tiny()
+    raw["requests"] = [{"id": "c", "clients": "all", "scope": "class", "classes": [1], "round": 3}]
+    raw["unlearning"] = {"methods": ["fed_opc"]}
+    cfg = parse_scenario(raw).unlearning.params["fed_opc"]
+    assert (cfg.protocol, cfg.lambda_, cfg.local_epochs, cfg.stop_ratio, cfg.max_rounds) == (
+        "fedavg",
+        0.1,
+        1.0,
+        0.03,
+        8,
+    )
+    raw["unlearning"]["fed_opc"] = {"protocol": "two_phase", "lambda": 2, "stop_ratio": None}
+    cfg = parse_scenario(raw).unlearning.params["fed_opc"]
+    assert (cfg.lambda_, cfg.local_epochs, cfg.stop_ratio, cfg.max_rounds) == (2.0, 0.25, 0.1, 5)
+    # what a run records (scenario.yaml) holds the values used, and reads back to the same config
+    assert FedOPCConfig(**{k.replace("lambda", "lambda_"): v for k, v in to_dict(cfg).items()}) == cfg
