@@ -25,7 +25,7 @@ from strategies.run import simulate  # noqa: E402
 
 SETTINGS = {
     "two_phase": {"protocol": "two_phase"},  # the two_phase protocol at its defaults (fed_opc.unlearning.federated)
-    "fedavg (defaults)": {},  # lambda 0.1, 1 local epoch, stop_ratio 0.03, max_rounds 8
+    "fedavg (defaults)": {},  # lambda 0.1, stop_ratio 0.03, max_rounds 8, local epochs 1 (class) or 0.1 (client)
     # lambda 1 collapses a client's model within one local epoch on MNIST (its retained features die); the smaller
     # weights contract the forget classes while CE keeps the rest (docs/federated.md, "Two protocols, measured")
     "fedavg l0.03": {"protocol": "fedavg", "lambda": 0.03, "max_rounds": 5, "stop_ratio": 0.1},
@@ -33,6 +33,10 @@ SETTINGS = {
     "fedavg l0.3": {"protocol": "fedavg", "lambda": 0.3, "max_rounds": 5, "stop_ratio": 0.1},
     "fedavg l1": {"protocol": "fedavg", "lambda": 1.0, "max_rounds": 5, "stop_ratio": 0.1},
     "fedavg l0.3 stop0.03": {"protocol": "fedavg", "lambda": 0.3},
+    "fedavg l1 stop0.03": {"protocol": "fedavg", "lambda": 1.0},
+    "fedavg l0.01 ep1": {"protocol": "fedavg", "lambda": 0.01, "local_epochs": 1.0},
+    "fedavg ep1": {"protocol": "fedavg", "local_epochs": 1.0},
+    "fedavg slr0.2": {"protocol": "fedavg", "server_lr": 0.2, "local_epochs": 1.0},
     "fedavg l0.1 m0.5": {
         "protocol": "fedavg",
         "lambda": 0.1,

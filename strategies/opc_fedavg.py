@@ -114,6 +114,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
     k_req = cfg.max_requesters or fed.clients_per_round
     rules = {stop_rule_for(r, cfg.stop_rule) for r in requests}
     rule = "norm_ratio" if "norm_ratio" in rules else "reference_acc"
+    epochs = cfg.local_epochs_for(rule)
     ckpt = ctx.ckpt_dir / f"{ctx.world}.r{ctx.round0}.fedavg_opc.ckpt"
     state, cost, momentum, rnd = start, _zero_cost(), None, ctx.round0
     per_round: list[dict[str, Any]] = []
@@ -143,7 +144,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
                 "exclude": exclude,
                 "world": ctx.world,
                 "lr": fed.lr,
-                "epochs": cfg.local_epochs,
+                "epochs": epochs,
                 "opc.serving": ids,
                 "opc.lambda": b * cfg.lambda_,
                 "opc.ce_weight": a,
@@ -224,7 +225,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
         log.info("[%s] %s round %d: received norm ratio %s, forget acc %s", ctx.world, ids, rnd, _fmt(ratio, 4),
                  _fmt(forget_acc, 3))  # fmt: skip
         _save(ckpt, ctx, state, cost, momentum, rnd, per_round, observed)
-    diagnostics: dict[str, Any] = {"protocol": "fedavg", "unlearning_rounds": per_round}
+    diagnostics: dict[str, Any] = {"protocol": "fedavg", "local_epochs": epochs, "unlearning_rounds": per_round}
     if cfg.recovery_rounds:
         first = rnd + 1
         state, meter, hist = fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")

@@ -41,14 +41,20 @@ class RoundsConfig:
 
 
 # The settings whose default depends on ``protocol`` (a key left out, or null, takes its protocol's value).
-# fedavg: chosen by the recovery attacks on MNIST, 3 seeds (docs/federated.md, "Two protocols, measured"): lambda 0.1
-# with one local epoch contracts the forget classes while each client's CE keeps the rest (lambda 1 kills every
-# feature within a round), and only a contraction to a forget / retain norm ratio of 0.03 (centralized OPC ends near
-# 0.02) leaves nothing to recover; 0.1 left half of the original's knowledge. two_phase: the earlier CIFAR-10 choice.
+# fedavg: chosen by the recovery attacks on MNIST (docs/federated.md, "Two protocols, measured"): lambda 0.1 contracts
+# the forget classes while each client's CE keeps the rest (lambda 1 kills every feature within a round), and only a
+# contraction to a forget / retain norm ratio of 0.03 (centralized OPC ends near 0.02) leaves nothing to recover; 0.1
+# left half of the original's knowledge. two_phase: the earlier CIFAR-10 choice.
 PROTOCOL_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "fedavg": {"lambda_": 0.1, "local_epochs": 1.0, "stop_ratio": 0.03, "max_rounds": 8},
+    "fedavg": {"lambda_": 0.1, "stop_ratio": 0.03, "max_rounds": 8},
     "two_phase": {"lambda_": 5.0, "local_epochs": 0.25, "stop_ratio": 0.1, "max_rounds": 5},
 }
+# fedavg's local epochs when ``local_epochs`` is null, by the stopping rule of the requests being served: a class
+# removed everywhere must be contracted to one point (one epoch per round); a client's data or some samples only down
+# to the held-out accuracy, and a whole-client requester has no data to keep, so its contraction-only steps run
+# unopposed: one local epoch of them destroys the global model in one round on MNIST (test accuracy 0.10), a tenth of
+# an epoch ends like fed_retrain at about a twelfth of its client samples (3 seeds).
+FEDAVG_LOCAL_EPOCHS: dict[str, float] = {"norm_ratio": 1.0, "reference_acc": 0.1}
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,9 @@ class FedOPCConfig(RoundsConfig):
     """``unlearning.fed_opc``: protocol, contraction weight, representation, constraint mode and stopping rule.
 
     ``lambda_``, ``local_epochs``, ``stop_ratio`` and ``max_rounds`` left None take ``PROTOCOL_DEFAULTS[protocol]``
-    when the config is built, so a built config always holds numbers (and the run's scenario.yaml records them).
+    when the config is built, so a built config holds numbers (and the run's scenario.yaml records them); the one
+    exception is ``local_epochs`` under ``fedavg``, which stays None and is read from ``FEDAVG_LOCAL_EPOCHS`` by the
+    stopping rule of the requests served (``local_epochs_for``).
     """
 
     protocol: Literal["fedavg", "two_phase"] = "fedavg"
@@ -77,6 +85,10 @@ class FedOPCConfig(RoundsConfig):
         for name, value in PROTOCOL_DEFAULTS[self.protocol].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+
+    def local_epochs_for(self, rule: str) -> float:
+        """The local epochs per round when serving requests whose stopping rule is ``rule``."""
+        return self.local_epochs if self.local_epochs is not None else FEDAVG_LOCAL_EPOCHS[rule]
 
 
 @dataclass(frozen=True)

@@ -126,15 +126,19 @@ def test_protocol_defaults_fill_only_what_the_scenario_leaves_out():
     raw["requests"] = [{"id": "c", "clients": "all", "scope": "class", "classes": [1], "round": 3}]
     raw["unlearning"] = {"methods": ["fed_opc"]}
     cfg = parse_scenario(raw).unlearning.params["fed_opc"]
-    assert (cfg.protocol, cfg.lambda_, cfg.local_epochs, cfg.stop_ratio, cfg.max_rounds) == (
+    assert (cfg.protocol, cfg.lambda_, cfg.stop_ratio, cfg.max_rounds, cfg.local_epochs) == (
         "fedavg",
         0.1,
-        1.0,
         0.03,
         8,
+        None,
     )
+    # fedavg's local epochs follow the stopping rule of the requests served
+    assert (cfg.local_epochs_for("norm_ratio"), cfg.local_epochs_for("reference_acc")) == (1.0, 0.1)
+    assert FedOPCConfig(**{k.replace("lambda", "lambda_"): v for k, v in to_dict(cfg).items()}) == cfg
     raw["unlearning"]["fed_opc"] = {"protocol": "two_phase", "lambda": 2, "stop_ratio": None}
     cfg = parse_scenario(raw).unlearning.params["fed_opc"]
     assert (cfg.lambda_, cfg.local_epochs, cfg.stop_ratio, cfg.max_rounds) == (2.0, 0.25, 0.1, 5)
+    assert cfg.local_epochs_for("reference_acc") == 0.25
     # what a run records (scenario.yaml) holds the values used, and reads back to the same config
     assert FedOPCConfig(**{k.replace("lambda", "lambda_"): v for k, v in to_dict(cfg).items()}) == cfg
