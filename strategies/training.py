@@ -147,7 +147,11 @@ def federated_training(
         rec = RoundRecord(rnd, now - t_round[0], acc, loss, strategy.sampled.get(rnd, []), strategy.train_loss.get(rnd))
         t_round[0] = now
         records.append(rec)
-        log.info("[%s] round %d: test_acc %.4f test_loss %.4f (%.1f s)", stage, rnd, acc, loss, rec.wall_s)
+        if acc == acc:  # evaluated this round
+            log.info("[%s] round %d: test_acc %.4f test_loss %.4f (%.1f s)", stage, rnd, acc, loss, rec.wall_s)
+        else:
+            log.info("[%s] round %d: trained (%.1f s; evaluated every %d rounds)", stage, rnd, rec.wall_s,
+                     fed.evaluate_every)  # fmt: skip
         if checkpoint is not None:
             entry = {
                 "round": rnd,

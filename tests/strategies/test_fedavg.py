@@ -104,3 +104,18 @@ def test_flowers_own_sampler_is_not_reproducible_across_processes():
         for _ in range(3)
     }
     assert len(outs) > 1
+
+
+def test_the_log_names_rounds_without_evaluation_instead_of_printing_nan(tmp_path):
+    from strategies.run import simulate
+    from tests.helpers import tiny_scenario
+
+    simulate(
+        tiny_scenario(**{"federation.rounds": 3, "federation.evaluate_every": 2}), tmp_path / "run", use_cache=False
+    )
+    lines = [x.split("INFO fed_opc: ")[1] for x in (tmp_path / "run" / "log.txt").read_text().splitlines()
+             if "[pretrain] round" in x]  # fmt: skip
+    assert lines[0].startswith("[pretrain] round 1: trained (") and lines[0].endswith("; evaluated every 2 rounds)")
+    assert lines[1].startswith("[pretrain] round 2: test_acc ")
+    assert lines[2].startswith("[pretrain] round 3: test_acc ")  # the last round is always evaluated
+    assert "nan" not in "\n".join(lines)
