@@ -293,6 +293,11 @@ def _unlearn_round(
     return out, meter
 
 
+def _fmt(x: float | None, digits: int) -> str:
+    """A reading for the log: ``digits`` decimals, or "undefined" for None (a ratio without retained energy)."""
+    return "undefined" if x is None else f"{x:.{digits}f}"
+
+
 def per_class_test_accuracy(ctx: FedContext, state: dict[str, torch.Tensor]) -> list[float]:
     """The server's held-out accuracy of ``state`` per class (its own evaluation data; no client data involved)."""
     sd = ctx.sd
@@ -462,7 +467,7 @@ def unlearning_rounds(
                 ctx.world,
                 req.request_id,
                 rnd,
-                "undefined" if ratio is None else f"{ratio:.4f}",
+                _fmt(ratio, 4),
                 forget_acc,
                 steps,
             )

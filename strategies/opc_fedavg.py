@@ -43,6 +43,7 @@ from strategies.federated_methods import (
     MethodOutcome,
     _add_cost,
     _apply,
+    _fmt,
     _sub,
     _zero_cost,
     fedavg_world,
@@ -253,10 +254,6 @@ def received_reading(
 
 def _mean(values: list[float], weights: list[int]) -> float | None:
     return float(np.average(values, weights=weights)) if values and sum(weights) > 0 else None
-
-
-def _fmt(x: float | None, digits: int) -> str:
-    return "undefined" if x is None else f"{x:.{digits}f}"
 
 
 def _goal(target: list[float] | None, sd, requests: Sequence[ForgetSplit], req_ok) -> float:

@@ -139,15 +139,13 @@ def federated_training(
             return None
         rnd = strategy.absolute_round(server_round)
         state = state_from_arrays(arrays)
-        if rnd % fed.evaluate_every == 0 or rnd == last_round:
-            acc, loss = evaluate_global(sc, sd, state)
-        else:
-            acc, loss = float("nan"), float("nan")
+        evaluated = rnd % fed.evaluate_every == 0 or rnd == last_round
+        acc, loss = evaluate_global(sc, sd, state) if evaluated else (float("nan"), float("nan"))
         now = time.perf_counter()
         rec = RoundRecord(rnd, now - t_round[0], acc, loss, strategy.sampled.get(rnd, []), strategy.train_loss.get(rnd))
         t_round[0] = now
         records.append(rec)
-        if acc == acc:  # evaluated this round
+        if evaluated:
             log.info("[%s] round %d: test_acc %.4f test_loss %.4f (%.1f s)", stage, rnd, acc, loss, rec.wall_s)
         else:
             log.info("[%s] round %d: trained (%.1f s; evaluated every %d rounds)", stage, rnd, rec.wall_s,
