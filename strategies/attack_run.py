@@ -40,6 +40,7 @@ from fed_opc.attacks import AttackerSamples, SampleSet, ServerView, run_inversio
 from fed_opc.attacks.inversion import Config as InversionConfig
 from fed_opc.attacks.inversion import ImageSpace, calibration, observe_gradient, observe_update, read_against
 from fed_opc.rng import numpy_rng
+from fed_opc.threads import torch_threads
 
 log = logging.getLogger("fed_opc")
 
@@ -110,14 +111,10 @@ def attack_method(
     """The ``attacks`` block for one method (run on one torch thread: the attacks' many small steps gain nothing from
     more, and lose a lot when another process competes for the cores).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _attack_method(
             sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device):
@@ -211,18 +208,14 @@ def inversion_reference(
     (``untrained_global_model``) and on the original pretrained model (``original_global_model``, the calibration
     row with ``margin_db`` and ``informative``), on the forget images the methods are attacked on.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         untrained = _global_model_inversion(
             sc, sd, init_model, forget_idx, plots_dir / "inversion_reference_untrained.png", device
         )
         orig = _global_model_inversion(
             sc, sd, original, forget_idx, plots_dir / "inversion_reference_original.png", device
         )
-        return {"untrained_global_model": untrained, "original_global_model": calibration(orig)}
-    finally:
-        torch.set_num_threads(threads)
+    return {"untrained_global_model": untrained, "original_global_model": calibration(orig)}
 
 
 def _global_model_inversion(sc, sd, model, forget_idx, grid: Path, device) -> dict[str, Any]:
