@@ -400,9 +400,9 @@ def _cross_checks(sc: Scenario, check_environment: bool, base_dir: Path | None) 
                 f"expected <= {torch.cuda.device_count()} (GPUs visible), got {res.num_gpus}",
             )
     if d.dataset in ("cifar10", "mnist") and not d.download:
-        from fed_opc.data.datasets import DataError, dataset_present, default_data_root
+        from fed_opc.data.datasets import DataError, dataset_present, resolve_data_root
 
-        root = _resolve_root(d.root, base_dir) if d.root is not None else default_data_root()
+        root = resolve_data_root(d.root, base_dir)
         field_name = (
             "data.root" if d.root is not None else "data.root (null: $FED_OPC_DATA_ROOT or ~/.cache/fed_opc/data)"
         )
@@ -413,13 +413,6 @@ def _cross_checks(sc: Scenario, check_environment: bool, base_dir: Path | None) 
         if not present:
             folder = "cifar-10-batches-py/" if d.dataset == "cifar10" else "MNIST/raw/"
             raise ConfigError(field_name, f"{root} holds no {d.dataset} ({folder}) and data.download is false")
-
-
-def _resolve_root(root: str, base_dir: Path | None) -> Path:
-    p = Path(root).expanduser()
-    if not p.is_absolute() and base_dir is not None and not p.exists() and (base_dir / p).exists():
-        return base_dir / p
-    return p
 
 
 def parse_scenario(raw: Any, *, path: str | None = None, check_environment: bool = True) -> Scenario:

@@ -306,6 +306,18 @@ def make_synthetic(
     )
 
 
+def resolve_data_root(root: str | Path | None, base_dir: Path | None = None) -> Path:
+    """The folder a scenario's ``data.root`` names: null is :func:`default_data_root`; a relative path is tried
+    against the working directory first, then against ``base_dir`` (the scenario's folder).
+    """
+    if root is None:
+        return default_data_root()
+    p = Path(root).expanduser()
+    if not p.is_absolute() and base_dir is not None and not p.exists() and (base_dir / p).exists():
+        return base_dir / p
+    return p
+
+
 def default_data_root() -> Path:
     """``$FED_OPC_DATA_ROOT`` if set, else ``~/.cache/fed_opc/data``."""
     env = os.environ.get("FED_OPC_DATA_ROOT")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fed_opc.data.datasets import DataError, DatasetPair, load_dataset
+from fed_opc.data.datasets import DataError, DatasetPair, load_dataset, resolve_data_root
 from fed_opc.data.forget import ForgetSplit, resolve_request
 from fed_opc.data.partition import PartitionError, dirichlet, iid, shards
 from fed_opc.rng import numpy_rng
@@ -70,12 +70,9 @@ def load_scenario_dataset(sc) -> DatasetPair:
     d = sc.data
     s = d.synthetic
     base = Path(sc.path).parent if sc.path else None
-    root = d.root
-    if root is not None and base is not None and not Path(root).expanduser().is_absolute() and (base / root).exists():
-        root = str(base / root)
     return load_dataset(
         d.dataset,
-        root,
+        resolve_data_root(d.root, base),
         download=d.download,
         checksums=d.checksums,
         synthetic=(sc.seed, s.num_train, s.num_test, s.num_classes, s.image_size, s.channels, s.noise),

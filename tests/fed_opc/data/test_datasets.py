@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,18 @@ def test_synthetic_is_seeded_balanced_and_learnable_by_nearest_mean():
     xte = a.test.images.reshape(200, -1).astype(float)
     pred = np.argmin(((xte[:, None] - means[None]) ** 2).sum(-1), 1)
     assert (pred == a.test.labels).mean() > 0.9
+
+
+def test_a_relative_data_root_is_tried_against_the_working_directory_then_the_scenario_folder(tmp_path, monkeypatch):
+    from fed_opc.data.datasets import resolve_data_root
+
+    scen, cwd = tmp_path / "scen", tmp_path / "cwd"
+    (scen / "data").mkdir(parents=True)
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert resolve_data_root("data", scen) == scen / "data"  # only the scenario's folder has it
+    (cwd / "data").mkdir()
+    assert resolve_data_root("data", scen) == Path("data")  # both have it: the working directory wins
+    assert resolve_data_root("/abs/data", scen) == Path("/abs/data")
+    monkeypatch.setenv("FED_OPC_DATA_ROOT", str(tmp_path / "env"))
+    assert resolve_data_root(None, scen) == tmp_path / "env"
