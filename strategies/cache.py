@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import fed_opc
+from fed_opc import environment
 from fed_opc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fed_opc.data.scenario_data import ScenarioData
 from fed_opc.schema import to_dict
@@ -38,8 +38,7 @@ TRAINING_PATH = (
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("FED_OPC_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fed_opc"
+    return environment.cache_dir()
 
 
 def code_fingerprint() -> str:

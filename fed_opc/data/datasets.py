@@ -13,13 +13,13 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fed_opc import environment
 from fed_opc.rng import numpy_rng
 
 MANIFEST_DIR = Path(__file__).parent / "manifests"
@@ -126,7 +126,7 @@ def read_manifest(path: str | Path) -> dict[str, str]:
 
 def resolve_manifest(checksums: str | None, base_dir: Path | None = None) -> Path | None:
     """Find a checksum manifest: a path (relative to ``base_dir``), or the name of one shipped in ``data/manifests``."""
-    value = checksums if checksums is not None else os.environ.get("FED_OPC_DATA_CHECKSUMS") or None
+    value = checksums if checksums is not None else environment.data_checksums()
     if value is None:
         return None
     p = Path(value).expanduser()
@@ -319,9 +319,8 @@ def resolve_data_root(root: str | Path | None, base_dir: Path | None = None) -> 
 
 
 def default_data_root() -> Path:
-    """``$FED_OPC_DATA_ROOT`` if set, else ``~/.cache/fed_opc/data``."""
-    env = os.environ.get("FED_OPC_DATA_ROOT")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fed_opc" / "data"
+    """``$FED_OPC_DATA_ROOT`` if set, else ``~/.cache/fed_opc/data`` (see :mod:`fed_opc.environment`)."""
+    return environment.data_root()
 
 
 @functools.lru_cache(maxsize=4)
