@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fed_opc.client_app import new_model  # noqa: E402
 from fed_opc.config import parse_scenario  # noqa: E402
 from fed_opc.data.scenario_data import prepare  # noqa: E402
 from fed_opc.losses import cross_entropy  # noqa: E402
+from fed_opc.models import new_model  # noqa: E402
 from fed_opc.rng import numpy_rng  # noqa: E402
 from fed_opc.train import OptimConfig, make_optimizer, supervised_batches, train_loop  # noqa: E402
 from strategies.fedavg import sample_clients  # noqa: E402

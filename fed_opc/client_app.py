@@ -31,8 +31,8 @@ from fed_opc.data.forget import GuardedDataset, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.flower import partition_id, state_from_arrays
 from fed_opc.losses import cross_entropy, opc_loss
-from fed_opc.models import FeatureModel, build_model
-from fed_opc.rng import numpy_rng, torch_rng
+from fed_opc.models import FeatureModel, new_model
+from fed_opc.rng import numpy_rng
 from fed_opc.threads import torch_threads
 from fed_opc.train import OptimConfig, make_optimizer, paired_batches, predict, supervised_batches, train_loop
 
@@ -49,19 +49,6 @@ def client_device(sc) -> torch.device:
 def client_threads(sc) -> int:
     """Torch threads per client: its CPU share. In-process runs use the same number, so both engines compute alike."""
     return max(1, int(sc.federation.client_resources.num_cpus))
-
-
-def new_model(sc, sd: ScenarioData) -> FeatureModel:
-    """A model of the scenario's architecture (weights from a fixed generator; callers load the real state)."""
-    train = sd.data.train
-    return build_model(
-        sc.model.arch,
-        train.num_classes,
-        train.image_shape[0],
-        generator=torch_rng(sc.seed, "model_init"),
-        norm=sc.model.norm,
-        width=sc.model.width,
-    )
 
 
 def excluded_requests(msg: Message, context: Context) -> list[str]:

@@ -96,7 +96,7 @@ def _apply(state: dict[str, torch.Tensor], *deltas: dict[str, torch.Tensor]) -> 
 
 
 def _buffer_names(ctx: FedContext) -> set[str]:
-    from fed_opc.client_app import new_model
+    from fed_opc.models import new_model
 
     return {n for n, _ in new_model(ctx.sc, ctx.sd).named_buffers()}
 

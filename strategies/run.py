@@ -34,13 +34,14 @@ import yaml
 
 from fed_opc.centralized import run_centralized
 from fed_opc.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_json, write_text
-from fed_opc.client_app import make_client_app, new_model
+from fed_opc.client_app import make_client_app
 from fed_opc.config import Scenario, scenario_to_dict
 from fed_opc.data.forget import ForgetSplit, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.edge import edge_of, new_clock
 from fed_opc.flower import EngineError, run_apps
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
+from fed_opc.models import new_model
 from fed_opc.threads import torch_threads
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache

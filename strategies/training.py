@@ -18,9 +18,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
 from fed_opc.checkpoint import load_checkpoint, save_checkpoint
-from fed_opc.client_app import new_model
 from fed_opc.data.scenario_data import ScenarioData
 from fed_opc.flower import arrays_from_state, state_from_arrays
+from fed_opc.models import new_model
 from fed_opc.train import predict
 from strategies.fedavg import CostMeter, SeededFedAvg
 

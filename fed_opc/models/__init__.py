@@ -15,6 +15,7 @@ from torch import nn
 from fed_opc.models.fedavg_cnn import fedavg_cnn
 from fed_opc.models.resnet import resnet18
 from fed_opc.models.small_cnn import small_cnn
+from fed_opc.rng import torch_rng
 
 
 class FeatureModel(nn.Module):
@@ -95,3 +96,18 @@ def build_model(
 
 
 __all__ = ["ARCHS", "DEFAULT_NORM", "FeatureModel", "build_model", "init_weights"]
+
+
+def new_model(sc, sd) -> FeatureModel:
+    """A model of scenario ``sc``'s architecture for its data ``sd`` (a ``ScenarioData``), initialised from the
+    scenario's seeded generator; the driver and every client build the same one, then load the real state.
+    """
+    train = sd.data.train
+    return build_model(
+        sc.model.arch,
+        train.num_classes,
+        train.image_shape[0],
+        generator=torch_rng(sc.seed, "model_init"),
+        norm=sc.model.norm,
+        width=sc.model.width,
+    )

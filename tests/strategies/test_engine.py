@@ -6,9 +6,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 import strategies.training as training_mod
-from fed_opc.client_app import make_client_app, new_model
+from fed_opc.client_app import make_client_app
 from fed_opc.data.scenario_data import prepare
 from fed_opc.flower import InProcessGrid, ensure_task_identity, message
+from fed_opc.models import new_model
 from strategies.run import simulate
 from tests.helpers import tiny_scenario
 

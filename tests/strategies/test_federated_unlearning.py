@@ -12,7 +12,7 @@ from fed_opc.client_unlearn import LocalUnlearnSpec, local_unlearn
 from fed_opc.config import parse_scenario
 from fed_opc.data.forget import ForgottenDataError, GuardedDataset
 from fed_opc.data.scenario_data import prepare
-from fed_opc.models import build_model
+from fed_opc.models import build_model, new_model
 from fed_opc.rng import numpy_rng, torch_rng
 from strategies.run import simulate
 from tests.helpers import tiny, tiny_scenario
@@ -209,9 +209,7 @@ def test_costs_are_bytes_times_messages(tmp_path):
     raw["unlearning"]["fed_finetune"] = {"rounds": 2}
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     sd = prepare(parse_scenario(raw))
-    model_bytes = sum(
-        v.numel() * v.element_size() for v in client_app.new_model(parse_scenario(raw), sd).state_dict().values()
-    )
+    model_bytes = sum(v.numel() * v.element_size() for v in new_model(parse_scenario(raw), sd).state_dict().values())
     cost = r.results["methods"]["fed_finetune"]["cost"]
     assert cost["rounds"] == 2
     assert cost["bytes_down"] == cost["bytes_up"] == model_bytes * 3 * 2  # 3 clients per round, 2 rounds

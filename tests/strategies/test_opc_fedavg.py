@@ -5,10 +5,11 @@ import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 
 import fed_opc.client_app as client_app
-from fed_opc.client_app import make_client_app, new_model
+from fed_opc.client_app import make_client_app
 from fed_opc.config import parse_scenario
 from fed_opc.data.scenario_data import prepare
 from fed_opc.flower import arrays_from_state, ensure_task_identity, message, state_from_arrays
+from fed_opc.models import new_model
 from strategies.opc_fedavg import received_reading, round_weights, server_step
 from strategies.run import simulate
 from tests.helpers import tiny
