@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 
@@ -118,32 +119,50 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def short(label: str) -> str:
+    """A plot label: the setting without the defaults' words."""
+    for word in (", absolute", ", bn batch", ", penultimate", ", 1 ep, relative"):
+        label = label.replace(word, ", relative" if "relative" in word else "")
+    return label.replace("lambda ", "\u03bb").replace(" rounds", " r").replace("server momentum", "srv mom")
+
+
+def plot(rows: list[dict], path: Path, xmin: float = -0.5) -> None:
+    """Depth (x, clipped at ``xmin``: rows further left are drawn at the edge) against TA on retained classes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     front = on_front(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    seen: set[str] = set()
     for r in rows:
         d = depth(r)
         if d is None:
             if r["variant"] == "original":
                 ax.axhline(r["TA"], color="grey", ls=":", lw=1, label="original model TA")
             continue
-        kind = "collapsed" if r.get("collapsed") else ("front" if r["variant"] in front else "other")
-        style = {"collapsed": ("x", "tab:red"), "front": ("o", "tab:blue"), "other": ("o", "lightsteelblue")}[kind]
-        marker, color = style
-        if r["variant"].startswith("fed_opc"):
-            marker, color = ("x", "tab:red") if kind == "collapsed" else ("^", "tab:orange")
-        elif r["variant"].startswith(("retrain", "fed_retrain")):
-            marker, color = "s", "black"
-        ax.scatter(d, r["TA"], marker=marker, color=color, s=30)
-        ax.annotate(r["variant"].split(", bn")[0], (d, r["TA"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        fed = r["variant"].startswith("fed_opc")
+        ref = r["variant"].startswith(("retrain", "fed_retrain"))
+        if r.get("collapsed"):
+            kind, marker, color = "collapsed", "x", "tab:red"
+        elif ref:
+            kind, marker, color = "retrain reference", "s", "black"
+        elif fed:
+            kind, marker, color = "federated OPC", "^", "tab:orange"
+        elif r["variant"] in front:
+            kind, marker, color = "centralized OPC, on the front", "o", "tab:blue"
+        else:
+            kind, marker, color = "centralized OPC", "o", "lightsteelblue"
+        x = max(d, xmin + 0.03)
+        ax.scatter(x, r["TA"], marker=marker, color=color, s=32, label=None if kind in seen else kind, zorder=3)
+        seen.add(kind)
+        if kind != "centralized OPC":
+            ax.annotate(short(r["variant"]), (x, r["TA"]), fontsize=6, xytext=(4, -2), textcoords="offset points")
     ax.axvline(0.0, color="black", lw=0.8)
     ax.axvline(0.10, color="tab:green", ls="--", lw=0.8, label="deep (<= 0.10)")
-    ax.set_xlabel("normalised recovery, max of fm and hr (0 = floor, 1 = original)")
+    ax.set_xlim(xmin, 1.15)
+    ax.set_xlabel(f"normalised recovery, max of fm and hr (0 = floor, 1 = original; below {xmin:g} drawn at the edge)")
     ax.set_ylabel("TA on retained classes")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -155,8 +174,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--plot", type=Path, default=None)
+    p.add_argument("--match", default=None, help="keep only rows whose label matches this regular expression")
     args = p.parse_args()
     rows = read_rows(args.files)
+    if args.match:
+        rows = [r for r in rows if re.search(args.match, r["variant"])]
     print(table(rows))
     if args.plot:
         plot(rows, args.plot)
