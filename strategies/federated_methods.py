@@ -600,6 +600,8 @@ def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_stat
     return MethodOutcome(state, cost, {"calibrated_rounds": len(hist)})
 
 
+# The server side of each federated method, keyed like its config in fed_opc.unlearning.federated.CONFIGS (a test
+# checks that the two registries name the same methods).
 SERVE = {
     "fed_opc": serve_fed_opc,
     "fed_retrain": serve_fed_retrain,

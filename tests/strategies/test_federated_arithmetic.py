@@ -63,3 +63,10 @@ def test_every_federated_baseline_serves_a_request(tmp_path):
     for m in ("pga", "fed_ga", "fed_rl"):  # only the requester ran unlearning steps
         rounds = r.results["methods"][m]["diagnostics"]["unlearning_rounds"]
         assert all(x["requesters"] in ([1], []) for x in rounds)
+
+
+def test_every_federated_method_config_has_a_server_side_and_no_server_side_lacks_a_config():
+    from fed_opc.unlearning.federated import CONFIGS
+    from strategies.federated_methods import SERVE
+
+    assert sorted(SERVE) == sorted(CONFIGS)
