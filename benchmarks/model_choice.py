@@ -32,11 +32,7 @@ from torch import nn  # noqa: E402
 from fed_opc.config import ConfigError, parse_scenario  # noqa: E402
 from fed_opc.data.scenario_data import prepare  # noqa: E402
 from fed_opc.losses import cross_entropy  # noqa: E402
-from fed_opc.models import (  # noqa: E402
-    FeatureModel,
-    init_weights,
-    new_model,  # noqa: E402
-)
+from fed_opc.models import FeatureModel, init_weights, new_model  # noqa: E402
 from fed_opc.models.small_cnn import norm_layer  # noqa: E402
 from fed_opc.rng import numpy_rng, torch_rng  # noqa: E402
 from fed_opc.train import OptimConfig, accuracy, make_optimizer, supervised_batches, train_loop  # noqa: E402
