@@ -44,6 +44,16 @@ def received(dep: LocalDeployment, partition: int, message_type: str) -> int:
     return len(re.findall(rf"Receiving: {re.escape(message_type)} message", text))
 
 
+def superlink_revoked_the_run(dep: LocalDeployment) -> bool:
+    """Whether the SuperLink ended the run itself because the ServerApp's heartbeats stopped reaching it in time
+    (Flower 1.42 revokes the ServerApp's token after 2 missed 30 s heartbeat intervals). On a 2-core machine under
+    load (3 SuperNodes, each starting a torch process per message) this has happened once; it is a property of the
+    machine's load, not of the apps, so the test runs the deployment once more in that case and in no other.
+    """
+    log = dep.workdir / "superlink.log"
+    return log.is_file() and "Runtime task-token authentication failed" in log.read_text(errors="replace")
+
+
 def test_run_config_is_checked_and_passed_as_flwr_run_arguments():
     assert RunSettings.from_run_config({"scenario": "a.yaml", "resume": True}) == RunSettings("a.yaml", resume=True)
     with pytest.raises(ValueError, match=r"resume: expected bool, got 'yes'"):
@@ -72,16 +82,17 @@ def test_flwr_run_on_a_superlink_and_three_supernodes(tmp_path):
         requests=[{"client": 1, "scope": "client", "round": 2}],
         unlearning={"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1, "protocol": "two_phase"}},
     )
-    dep = LocalDeployment(3, tmp_path / "deployment")
-    with dep:
-        run_id, status = dep.run(
-            REPO, {"scenario": str(scen), "out": str(tmp_path / "out"), "use-cache": False}, timeout=1100
-        )
-        unlearn = [received(dep, p, "train.unlearn") for p in range(3)]
-        trains = [received(dep, p, "train") for p in range(3)]
-    assert dep.leftovers() == []  # every process stopped, whatever it spawned included
-    assert status == "finished:completed", (tmp_path / "out" / "log.txt").read_text()[-3000:]
-    out = tmp_path / "out"
+    for attempt in (1, 2):
+        out = tmp_path / f"out{attempt}"
+        dep = LocalDeployment(3, tmp_path / f"deployment{attempt}")
+        with dep:
+            run_id, status = dep.run(REPO, {"scenario": str(scen), "out": str(out), "use-cache": False}, timeout=1100)
+            unlearn = [received(dep, p, "train.unlearn") for p in range(3)]
+            trains = [received(dep, p, "train") for p in range(3)]
+        assert dep.leftovers() == []  # every process stopped, whatever it spawned included
+        if status == "finished:completed" or not superlink_revoked_the_run(dep):
+            break
+    assert status == "finished:completed", (out / "log.txt").read_text()[-3000:]
     for f in ("scenario.yaml", "results.json", "metrics.csv", "report.md", "report.html", "log.txt"):
         assert (out / f).is_file(), f
     ledger = json.loads((out / "checkpoints" / "ledger.json").read_text())
