@@ -37,10 +37,6 @@ TRAINING_PATH = (
 )
 
 
-def cache_dir() -> Path:
-    return environment.cache_dir()
-
-
 def code_fingerprint() -> str:
     h = hashlib.sha256()
     for pattern in TRAINING_PATH:
@@ -109,7 +105,7 @@ def _edge_part(sc) -> dict[str, Any] | None:
 def cache_path(key: str, interval: int = 0) -> Path:
     """The model entry (``interval`` 0), or the client-update history stored every ``interval`` rounds."""
     name = f"{key}.ckpt" if not interval else f"{key}.updates-{interval}.ckpt"
-    return cache_dir() / "pretrain" / name
+    return environment.cache_dir() / "pretrain" / name
 
 
 def load_pretrained(key: str, interval: int = 0) -> dict[str, Any] | None:

@@ -95,9 +95,6 @@ def build_model(
     return init_weights(ARCHS[arch](num_classes, in_channels, norm or DEFAULT_NORM[arch], width), generator)
 
 
-__all__ = ["ARCHS", "DEFAULT_NORM", "FeatureModel", "build_model", "init_weights"]
-
-
 def new_model(sc, sd) -> FeatureModel:
     """A model of scenario ``sc``'s architecture for its data ``sd`` (a ``ScenarioData``), initialised from the
     scenario's seeded generator; the driver and every client build the same one, then load the real state.
@@ -111,3 +108,6 @@ def new_model(sc, sd) -> FeatureModel:
         norm=sc.model.norm,
         width=sc.model.width,
     )
+
+
+__all__ = ["ARCHS", "DEFAULT_NORM", "FeatureModel", "build_model", "init_weights", "new_model"]
