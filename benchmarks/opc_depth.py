@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from opc_front import metric_columns
 
 from fed_opc.attacks import SampleSet, run_recovery
 from fed_opc.checkpoint import load_checkpoint
@@ -212,14 +213,7 @@ def main() -> None:
         row = {
             "variant": v if isinstance(v, str) else v.label(),
             "wall_s": round(wall, 1),
-            "TA": met["TA"],
-            "UA": met["UA"],
-            "norm_ratio": met["forget_feature_norm"] / met["retain_feature_norm"]
-            if met["retain_feature_norm"]
-            else None,
-            "forget_norm": met["forget_feature_norm"],
-            "retain_norm": met["retain_feature_norm"],
-            "collapsed": bool(met.get("collapsed")),
+            **metric_columns(met),
             **{f"{a}_rec": rec[a].get("recovery") for a in args.attacks if a in rec},
             "acc_original": rec["acc_original"],
             "TA_per_class": per_class_accuracy(outs.test_logits, sd.data.test.labels[ev.test_idx]),

@@ -21,6 +21,19 @@ import re
 from pathlib import Path
 
 
+def metric_columns(met: dict) -> dict:
+    """A row's utility and contraction columns from a method's metrics block (``evaluate_outputs``)."""
+    forget, retain = met["forget_feature_norm"], met["retain_feature_norm"]
+    return {
+        "TA": met["TA"],
+        "UA": met["UA"],
+        "norm_ratio": forget / retain if retain else None,
+        "forget_norm": forget,
+        "retain_norm": retain,
+        "collapsed": bool(met.get("collapsed")),
+    }
+
+
 def run_rows(run: Path) -> list[dict]:
     """One row per OPC method (labelled by its setting) and retrain reference of a run directory."""
     import yaml
@@ -40,18 +53,11 @@ def run_rows(run: Path) -> list[dict]:
             label += f", {m['cost']['rounds']} rounds"
             if p.get("server_momentum"):
                 label += f", server momentum {p['server_momentum']:g}"
-        met, rec = m["metrics"], m["attacks"]["recovery"]
+        rec = m["attacks"]["recovery"]
         rows.append(
-            {
-                "variant": label,
-                "TA": met["TA"],
-                "UA": met["UA"],
-                "norm_ratio": met["forget_feature_norm"] / met["retain_feature_norm"]
-                if met["retain_feature_norm"]
-                else None,
-                "forget_norm": met["forget_feature_norm"],
-                "retain_norm": met["retain_feature_norm"],
-                "collapsed": bool(met.get("collapsed")),
+            {"variant": label}
+            | metric_columns(m["metrics"])
+            | {
                 "fm_rec": rec["fm"].get("recovery"),
                 "hr_rec": rec["hr"].get("recovery"),
                 "client_samples": m["cost"]["client_samples"],
