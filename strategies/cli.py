@@ -73,7 +73,7 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
         if args.seeds is None:
             result = simulate(sc, args.out, resume=args.resume, **kw)
         else:
-            from strategies.summary import write_summary
+            from strategies.reporting.summary import write_summary
 
             out = Path(args.out) if args.out else default_out_dir(sc)
             runs = []

@@ -330,7 +330,7 @@ def simulate(
                 write_text(out / "scenario.yaml", resolved)
             result.results["wall_s"] = time.perf_counter() - t0
             write_json(out / "results.json", result.results)
-            from strategies.report import write_report
+            from strategies.reporting.report import write_report
 
             t_report = time.perf_counter()
             write_report(out, result.results, scenario_to_dict(sc))
@@ -603,7 +603,7 @@ def _attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Pat
             results["timing"].setdefault("attacks", {})[m] = time.perf_counter() - t_att
         if block:
             results["methods"][m]["attacks"] = block
-    from strategies.depth import add_depth_gaps
+    from strategies.reporting.depth import add_depth_gaps
 
     add_depth_gaps(results)  # each method's normalised recovery against its retrain reference's
     if att.inversion.targets:

@@ -1,4 +1,5 @@
-"""The core library never imports the server side or the CLIs (scripts -> strategies -> fed_opc)."""
+"""The core library never imports the server side or the CLIs (scripts -> strategies -> fed_opc); the reporting
+package reads results only (no Flower, no training code)."""
 
 import ast
 from pathlib import Path
@@ -6,15 +7,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _imports(path: Path) -> set[str]:
+def _modules(path: Path) -> set[str]:
+    """The full names of the modules ``path`` imports (at any depth of the file, lazy imports included)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
+
+
+def _imports(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _modules(path)}
 
 
 def test_fed_opc_never_imports_strategies_or_scripts():
@@ -30,7 +36,23 @@ def test_strategies_never_import_scripts():
     assert {k: v for k, v in bad.items() if v} == {}
 
 
+def test_reporting_imports_neither_flower_nor_training_code():
+    # the report, summary and comparison read results.json content: they run without Flower, Ray or torch, and import
+    # nothing of strategies outside their own package
+    files = sorted((REPO / "strategies" / "reporting").rglob("*.py"))
+    assert len(files) > 5
+    forbidden = {"flwr", "ray", "torch", "torchvision", "fed_opc"}
+    bad = {}
+    for f in files:
+        mods = _modules(f)
+        found = sorted({m for m in mods if m.split(".")[0] in forbidden})
+        found += sorted(m for m in mods if m.split(".")[0] == "strategies" and not m.startswith("strategies.reporting"))
+        if found:
+            bad[str(f.relative_to(REPO))] = found
+    assert bad == {}
+
+
 def test_checker_sees_a_planted_import(tmp_path):
     p = tmp_path / "m.py"
     p.write_text("import os\nfrom strategies.x import y\n")
-    assert "strategies" in _imports(p)
+    assert "strategies" in _imports(p) and "strategies.x" in _modules(p)

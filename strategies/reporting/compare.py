@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from strategies.report import Heading, Para, Table, fmt, kind_of, lookup, method_order, to_markdown, unit_of
+from strategies.reporting.document import Heading, Para, Table, to_markdown
+from strategies.reporting.summary import summarize
+from strategies.reporting.values import fmt, kind_of, lookup, method_order, unit_of
 
 DEFAULT_METRICS = ("UA", "RA", "TA", "MIA", "avg_gap")
 
@@ -83,8 +85,6 @@ def load_run(path: str | Path) -> Run:
     # seed_2 before seed_10: shorter names first, so numeric seeds come in numeric order
     seed_files = sorted(p.glob("seed_*/results.json"), key=lambda f: (len(f.parent.name), f.parent.name))
     if seed_files:
-        from strategies.summary import summarize
-
         seed_results = [_read_json(f) for f in seed_files]
         try:
             data = summarize(seed_results)

@@ -20,22 +20,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from strategies.report import (
-    REFERENCE,
-    Block,
-    Bullets,
-    Heading,
-    Para,
-    Table,
-    _figure,
-    _save,
-    _setting_legend,
-    _style,
-    dig,
-    fmt,
-    method_order,
-    number,
-)
+from strategies.reporting.document import Block, Bullets, Heading, Para, Table
+from strategies.reporting.plots import new_figure, save_figure, setting_legend, setting_style
+from strategies.reporting.values import REFERENCE, dig, fmt, method_order, number
 
 # The verdict's thresholds (docs/metrics.md): normalised recovery of the strongest frozen read-out.
 DEEP_MAX = 0.10  # at most this: deep (the read-outs land within 10% of the range on the floor)
@@ -324,7 +311,7 @@ def plot_depth(results: dict[str, Any], path: Path) -> bool:
         return False
     ncols = min(3, len(attacks))
     nrows = math.ceil(len(attacks) / ncols)
-    fig = _figure(4.4 * ncols, 0.9 + nrows * (0.3 * len(order) + 1.2))
+    fig = new_figure(4.4 * ncols, 0.9 + nrows * (0.3 * len(order) + 1.2))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     settings = [str(dig(methods, m, "setting")) for m in order]
     vals = [number(recovery_of(results, m, a)) for m in order for a in attacks]
@@ -336,7 +323,7 @@ def plot_depth(results: dict[str, Any], path: Path) -> bool:
             if v is None:
                 ax.text(0.02, i, "n/a", va="center", fontsize=8, color="#777777")
                 continue
-            st = _style(settings[i])
+            st = setting_style(settings[i])
             ax.barh(i, v, height=0.7, color=st["color"], hatch=st["hatch"], edgecolor="white", lw=0)
             ax.text(max(v, 0) + 0.02, i, f"{v:.2f}", va="center", fontsize=8)
         ax.axvline(0.0, color="black", lw=1.3)
@@ -344,7 +331,7 @@ def plot_depth(results: dict[str, Any], path: Path) -> bool:
         for s, ref in REFERENCE.items():
             v = number(recovery_of(results, ref, a))
             if v is not None and dig(methods, ref, "setting") == s:
-                ax.axvline(v, color=_style(s)["color"], ls="--", lw=1.2)
+                ax.axvline(v, color=setting_style(s)["color"], ls="--", lw=1.2)
         ax.set_title(f"{a}: normalised recovery", fontsize=9.5)
         ax.set_xlim(lo, hi)
         ax.set_xlabel("0 = floor (deep) … 1 = original (shallow)")
@@ -359,36 +346,6 @@ def plot_depth(results: dict[str, Any], path: Path) -> bool:
         "retraining)",
         fontsize=10,
     )
-    _setting_legend(fig, settings)
-    _save(fig, path)
+    setting_legend(fig, settings)
+    save_figure(fig, path)
     return True
-
-
-def chance_warning(results: dict[str, Any], scenario: dict[str, Any] | None, margin: float = 0.10) -> str | None:
-    """A warning when the pretrained model's final test accuracy is within ``margin`` of chance (1 / classes)."""
-    k = num_classes(scenario)
-    accs = [number(dig(r, "test_acc")) for r in dig(results, "pretrain", "rounds") or [] if isinstance(r, dict)]
-    accs = [a for a in accs if a is not None]
-    acc = accs[-1] if accs else number(dig(results, "pretrain", "final_test_acc"))
-    if k is None or acc is None or acc > 1.0 / k + margin:
-        return None
-    return (
-        f"**Warning: the pretrained model is near chance**: test accuracy {100 * acc:.1f}% against {100 / k:.1f}% "
-        f"chance ({k} classes), within {100 * margin:.0f} points. It has learned almost nothing, so there is nothing to "
-        "forget: UA, recovery and inversion results below say nothing about unlearning. Train longer or choose a "
-        "model and learning rate that learn (docs/scenarios.md)."
-    )
-
-
-def num_classes(scenario: dict[str, Any] | None) -> int | None:
-    """The scenario's number of classes (10 for CIFAR-10 and MNIST, ``data.synthetic.num_classes``), None if unknown."""
-    data = (scenario or {}).get("data")
-    if not isinstance(data, dict):
-        return None
-    name = data.get("dataset")
-    if name in ("cifar10", "mnist"):
-        return 10
-    if name == "synthetic":
-        k = dig(data, "synthetic", "num_classes")
-        return int(k) if isinstance(k, int) else 10
-    return None

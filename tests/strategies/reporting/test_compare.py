@@ -1,4 +1,5 @@
-"""Multi-seed summaries and the comparison of runs (strategies.summary, strategies.compare, scripts/compare.py)."""
+"""Multi-seed summaries and the comparison of runs (strategies.reporting.summary, strategies.reporting.compare,
+scripts/compare.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from strategies.compare import CompareError, comparison, load_run, load_runs, main
-from strategies.summary import stats, summarize, write_summary
+from strategies.reporting.compare import CompareError, comparison, load_run, load_runs, main
+from strategies.reporting.summary import stats, summarize, write_summary
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURE = Path(__file__).parent / "fixtures" / "example_results.json"
 
 

@@ -13,7 +13,7 @@ pretraining round of each seed, and ``pretrain.rounds`` summarises the learning 
 
 A multi-seed run directory holds ``summary.json`` (and .md, .csv) next to one ``seed_<seed>/`` run directory per seed::
 
-    python -m strategies.summary runs/cifar10_100clients   # (re)build the summary from seed_*/results.json
+    python -m strategies.reporting.summary runs/cifar10_100clients   # (re)build the summary from seed_*/results.json
 """
 
 from __future__ import annotations
@@ -28,21 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from strategies.report import (
-    Heading,
-    Para,
-    Table,
-    dig,
-    flatten_method,
-    fmt,
-    headline_table,
-    method_order,
-    number,
-    per_request_table,
-    recovery_table,
-    request_values,
-    to_markdown,
-)
+from strategies.reporting.depth import depth_section
+from strategies.reporting.document import Heading, Para, Table, to_markdown
+from strategies.reporting.tables import headline_table, per_request_table, recovery_table
+from strategies.reporting.values import dig, flatten_method, fmt, method_order, number, request_values
 
 SCHEMA_VERSION = 2
 STD_NOTE = "sample standard deviation (ddof=1) over the n seeds holding the value; 0.0 when n = 1"
@@ -230,8 +219,6 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         if table is not None:
             blocks += [Heading(heading), table]
         if heading == "Recovery attacks":
-            from strategies.depth import depth_section
-
             blocks += depth_section(summary)  # normalised recovery and verdicts, read on the means
     missing = _partial_values(summary)
     if missing:
@@ -313,8 +300,8 @@ def _seed_key(p: Path) -> tuple[int, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m strategies.summary DIR``: (re)build DIR's summary from its ``seed_*/results.json``."""
-    p = argparse.ArgumentParser(prog="python -m strategies.summary", description=main.__doc__)
+    """``python -m strategies.reporting.summary DIR``: (re)build DIR's summary from its ``seed_*/results.json``."""
+    p = argparse.ArgumentParser(prog="python -m strategies.reporting.summary", description=main.__doc__)
     p.add_argument("run_dir", help="a multi-seed directory holding seed_*/results.json")
     args = p.parse_args(argv)
     try:

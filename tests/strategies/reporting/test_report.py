@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from strategies.report import (
-    PLOT_FILES,
-    flatten_method,
-    fmt,
-    kind_of,
-    lookup,
-    method_order,
-    to_html,
-    to_markdown,
-    write_report,
-)
+from strategies.reporting.document import to_html, to_markdown
+from strategies.reporting.report import PLOT_FILES, write_report
+from strategies.reporting.values import flatten_method, fmt, kind_of, lookup, method_order
 
 FIXTURE = Path(__file__).parent / "fixtures" / "example_results.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -196,7 +188,7 @@ def test_fmt_and_lookup():
 
 
 def test_markdown_and_html_renderers_escape():
-    from strategies.report import Para, Table
+    from strategies.reporting.document import Para, Table
 
     blocks = [Para("a `b` <c>"), Table(["x|y", "n"], [["<b>", "1"]], [False, True])]
     assert "x\\|y" in to_markdown(blocks)
@@ -246,7 +238,7 @@ def test_scenario_is_read_from_the_run_directory(tmp_path):
 
 
 def test_report_cli_rebuilds_a_run(tmp_path, capsys):
-    from strategies.report import main
+    from strategies.reporting.report import main
 
     (tmp_path / "results.json").write_text(json.dumps(minimal()))
     assert main([str(tmp_path)]) == 0
@@ -257,7 +249,7 @@ def test_report_cli_rebuilds_a_run(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# forgetting depth (strategies.depth)
+# forgetting depth (strategies.reporting.depth)
 
 
 def test_depth_section_reads_the_fixture(full_run):
@@ -308,7 +300,7 @@ def _depth_method(setting, recoveries, collapsed=0, measurable=True, floor=0.7, 
 
 
 def test_depth_gaps_and_verdicts_by_hand():
-    from strategies.depth import add_depth_gaps, verdict
+    from strategies.reporting.depth import add_depth_gaps, verdict
 
     methods = {
         "fed_opc": _depth_method("federated", {"fm": 0.05, "hr": 0.10, "relearn": 0.9}),  # relearn does not count
@@ -399,9 +391,9 @@ def test_report_module_run_rebuilds_the_depth_section(tmp_path):
     import sys
 
     (tmp_path / "results.json").write_text(FIXTURE.read_text())
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     res = subprocess.run(
-        [sys.executable, "-m", "strategies.report", str(tmp_path)], cwd=repo, capture_output=True, text=True
+        [sys.executable, "-m", "strategies.reporting", str(tmp_path)], cwd=repo, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "report.md").read_text()
@@ -409,7 +401,7 @@ def test_report_module_run_rebuilds_the_depth_section(tmp_path):
 
 
 def test_inversion_table_starts_with_the_calibration_rows():
-    from strategies.report import inversion_table
+    from strategies.reporting.tables import inversion_table
 
     v = lambda p, informative: {"psnr": p, "baseline_psnr": 12.0, "ssim": 0.25, "informative": informative}  # noqa: E731
     results = {

@@ -8,7 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from strategies.report import SETTING_STYLE, Table, _figure, _save, dig, fmt, method_order, number
+from strategies.reporting.document import Table
+from strategies.reporting.plots import SETTING_STYLE, new_figure, save_figure
+from strategies.reporting.values import dig, fmt, method_order, number
 
 
 def _latency_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -73,7 +75,7 @@ def plot_latency(results: dict[str, Any], path: Path) -> bool:
     if not rows:
         return False
     with_s = any("latency_s" in e for _, _, e in rows)
-    fig = _figure(8, 0.45 * len(rows) + 1.6)
+    fig = new_figure(8, 0.45 * len(rows) + 1.6)
     axes = fig.subplots(1, 2 if with_s else 1, sharey=True, squeeze=False)[0]
     labels = [f"{rid} · {m}" + (f" (by {e['served_by']})" if e.get("served_by", m) != m else "") for rid, m, e in rows]
     colour = SETTING_STYLE["federated"]["color"]
@@ -90,7 +92,7 @@ def plot_latency(results: dict[str, Any], path: Path) -> bool:
             axes[0].annotate(
                 "overdue", (e["latency_rounds"], i), xytext=(4, -3), textcoords="offset points", fontsize=8
             )
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -103,11 +105,11 @@ def plot_sim_clock(results: dict[str, Any], path: Path) -> bool:
     ]
     if not pts:
         return False
-    fig = _figure(8, 4.0)
+    fig = new_figure(8, 4.0)
     ax = fig.add_subplot()
     ax.plot([p[0] / 3600 for p in pts], [100 * p[1] for p in pts], marker="o", ms=3.5, lw=1.6)
     ax.set_xlabel("simulated time (hours)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
