@@ -116,6 +116,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
     rules = {stop_rule_for(r, cfg.stop_rule) for r in requests}
     rule = "norm_ratio" if "norm_ratio" in rules else "reference_acc"
     epochs = cfg.local_epochs_for(rule)
+    lr = cfg.lr if cfg.lr is not None else fed.lr
     ckpt = ctx.ckpt_dir / f"{ctx.world}.r{ctx.round0}.fedavg_opc.ckpt"
     state, cost, momentum, rnd = start, _zero_cost(), None, ctx.round0
     per_round: list[dict[str, Any]] = []
@@ -144,7 +145,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
                 "stage": f"{ctx.world}/opc",
                 "exclude": exclude,
                 "world": ctx.world,
-                "lr": fed.lr,
+                "lr": lr,
                 "epochs": epochs,
                 "opc.serving": ids,
                 "opc.lambda": b * cfg.lambda_,
@@ -210,7 +211,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
                 "start": state,
                 "end": state_from_arrays(c["arrays"]),
                 "steps": int(c["metrics"]["samples"]) // max(1, fed.batch_size),
-                "lr": fed.lr,
+                "lr": lr,
                 "batch_size": cfg.forget_batch_size,
                 "objective": "opc",
                 "n_forget": n_forget[p],

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fed_opc.schema import bounds
+from fed_opc.schema import ConfigError, bounds
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,15 @@ class RoundsConfig:
 # the forget classes while each client's CE keeps the rest (lambda 1 kills every feature within a round), and only a
 # contraction to a forget / retain norm ratio of 0.03 (centralized OPC ends near 0.02) leaves nothing to recover; 0.1
 # left half of the original's knowledge. two_phase: the earlier CIFAR-10 choice.
-PROTOCOL_DEFAULTS: dict[str, dict[str, float | int]] = {
+PROTOCOL_DEFAULTS: dict[str, dict[str, float | int | str | bool]] = {
     "fedavg": {"lambda_": 0.1, "stop_ratio": 0.03, "max_rounds": 8},
-    "two_phase": {"lambda_": 5.0, "local_epochs": 0.25, "stop_ratio": 0.1, "max_rounds": 5},
-}
+    "two_phase": {"lambda_": 5.0, "local_epochs": 0.25, "stop_ratio": 0.1, "max_rounds": 5, "lr": 0.01,
+                  "momentum": 0.0, "batch_size": 32, "constraint": "project", "epsilon": 1.0, "requester_retain": True},
+}  # fmt: skip
+# The settings of the requester's local steps in ``two_phase``. Under ``fedavg`` every sampled client trains with the
+# federation's momentum and batch size and has no constraint, so setting one of these is an error rather than a
+# silently ignored key.
+TWO_PHASE_ONLY = ("momentum", "batch_size", "constraint", "epsilon", "requester_retain")
 # fedavg's local epochs when ``local_epochs`` is null, by the stopping rule of the requests being served: a class
 # removed everywhere must be contracted to one point (one epoch per round); a client's data or some samples only down
 # to the held-out accuracy, and a whole-client requester has no data to keep, so its contraction-only steps run
@@ -61,10 +66,10 @@ FEDAVG_LOCAL_EPOCHS: dict[str, float] = {"norm_ratio": 1.0, "reference_acc": 0.1
 class FedOPCConfig(RoundsConfig):
     """``unlearning.fed_opc``: protocol, contraction weight, representation, constraint mode and stopping rule.
 
-    ``lambda_``, ``local_epochs``, ``stop_ratio`` and ``max_rounds`` left None take ``PROTOCOL_DEFAULTS[protocol]``
-    when the config is built, so a built config holds numbers (and the run's scenario.yaml records them); the one
-    exception is ``local_epochs`` under ``fedavg``, which stays None and is read from ``FEDAVG_LOCAL_EPOCHS`` by the
-    stopping rule of the requests served (``local_epochs_for``).
+    Settings left None take ``PROTOCOL_DEFAULTS[protocol]`` when the config is built, so a built config holds numbers
+    (and the run's scenario.yaml records them). Under ``fedavg`` three stay None: ``local_epochs`` (read from
+    ``FEDAVG_LOCAL_EPOCHS`` by the stopping rule of the requests served, ``local_epochs_for``), ``lr`` (the
+    federation's) and the ``TWO_PHASE_ONLY`` settings, which are an error there.
     """
 
     protocol: Literal["fedavg", "two_phase"] = "fedavg"
@@ -73,15 +78,24 @@ class FedOPCConfig(RoundsConfig):
     lambda_: float | None = field(default=None, metadata=bounds(gt=0))
     layer: Literal["penultimate", "logits"] = "penultimate"
     squared: bool = False
-    constraint: Literal["sum", "project", "ball"] = "project"  # two_phase only
-    epsilon: float = field(default=1.0, metadata=bounds(gt=0))  # two_phase, constraint ball
+    # the clients' local learning rate; null: federation.lr under fedavg, 0.01 under two_phase
+    lr: float | None = field(default=None, metadata=bounds(gt=0))
+    momentum: float | None = field(default=None, metadata=bounds(ge=0, lt=1))  # two_phase only
+    batch_size: int | None = field(default=None, metadata=bounds(ge=1))  # two_phase only
+    constraint: Literal["sum", "project", "ball"] | None = None  # two_phase only
+    epsilon: float | None = field(default=None, metadata=bounds(gt=0))  # two_phase, constraint ball
     stop_ratio: float | None = field(default=None, metadata=bounds(gt=0))
     stop_rule: Literal["auto", "norm_ratio", "reference_acc"] = "auto"
-    requester_retain: bool = True  # two_phase only
+    requester_retain: bool | None = None  # two_phase only
     server_lr: float = field(default=1.0, metadata=bounds(gt=0))  # fedavg protocol: server step on the mean update
     server_momentum: float = field(default=0.0, metadata=bounds(ge=0, lt=1))  # fedavg protocol: FedAvgM momentum
 
     def __post_init__(self) -> None:
+        if self.protocol == "fedavg":
+            for name in TWO_PHASE_ONLY:
+                if getattr(self, name) is not None:
+                    raise ConfigError(name, "a two_phase setting; protocol fedavg's clients train with the federation's "
+                                      "momentum and batch size, without a constraint")  # fmt: skip
         for name, value in PROTOCOL_DEFAULTS[self.protocol].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)

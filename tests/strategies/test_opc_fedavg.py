@@ -1,6 +1,7 @@
 """Federated OPC as FedAvg over local OPC objectives: weights, server step, the client's share, end to end."""
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import ConfigRecord, Context, RecordDict
 
@@ -109,10 +110,12 @@ def test_a_requester_with_nothing_to_keep_contributes_only_the_contraction(monke
 def test_fedavg_protocol_end_to_end(tmp_path):
     raw = tiny(**{"federation.rounds": 3, "data.num_clients": 5, "federation.clients_per_round": 3})
     raw["requests"] = [{"id": "gone", "client": 1, "scope": "client", "round": 3}]
-    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {"protocol": "fedavg", "max_rounds": 3, "lambda": 1.0}}
+    fed_opc = {"protocol": "fedavg", "max_rounds": 3, "lambda": 1.0, "lr": 0.004}
+    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": fed_opc}
     r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
     diag = r.results["methods"]["fed_opc"]["diagnostics"]
     assert diag["protocol"] == "fedavg"
+    assert r.observed["fed_opc"]["gone"]["lr"] == 0.004  # the method's lr, not the federation's
     rounds = diag["unlearning_rounds"]
     assert [x["round"] for x in rounds] == list(range(4, 4 + len(rounds)))
     assert all(x["requesters"] == [1] and 1 not in x["retain_clients"] for x in rounds)
@@ -137,9 +140,30 @@ def test_protocol_defaults_fill_only_what_the_scenario_leaves_out():
     # fedavg's local epochs follow the stopping rule of the requests served
     assert (cfg.local_epochs_for("norm_ratio"), cfg.local_epochs_for("reference_acc")) == (1.0, 0.1)
     assert FedOPCConfig(**{k.replace("lambda", "lambda_"): v for k, v in to_dict(cfg).items()}) == cfg
+    assert (cfg.lr, cfg.momentum, cfg.batch_size, cfg.constraint, cfg.epsilon, cfg.requester_retain) == (None,) * 6
     raw["unlearning"]["fed_opc"] = {"protocol": "two_phase", "lambda": 2, "stop_ratio": None}
     cfg = parse_scenario(raw).unlearning.params["fed_opc"]
     assert (cfg.lambda_, cfg.local_epochs, cfg.stop_ratio, cfg.max_rounds) == (2.0, 0.25, 0.1, 5)
+    assert (cfg.lr, cfg.momentum, cfg.batch_size, cfg.constraint, cfg.epsilon, cfg.requester_retain) == (
+        0.01,
+        0.0,
+        32,
+        "project",
+        1.0,
+        True,
+    )
     assert cfg.local_epochs_for("reference_acc") == 0.25
     # what a run records (scenario.yaml) holds the values used, and reads back to the same config
     assert FedOPCConfig(**{k.replace("lambda", "lambda_"): v for k, v in to_dict(cfg).items()}) == cfg
+
+
+@pytest.mark.parametrize("key, value", [("momentum", 0.5), ("batch_size", 8), ("constraint", "ball"), ("epsilon", 2.0),
+                                        ("requester_retain", False)])  # fmt: skip
+def test_a_two_phase_setting_under_fedavg_is_an_error_not_ignored(key, value):
+    from fed_opc.config import ConfigError
+
+    raw = tiny()
+    raw["requests"] = [{"id": "c", "clients": "all", "scope": "class", "classes": [1], "round": 3}]
+    raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {key: value}}
+    with pytest.raises(ConfigError, match=rf"^unlearning\.fed_opc\.{key}: a two_phase setting; protocol fedavg"):
+        parse_scenario(raw)
