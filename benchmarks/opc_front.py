@@ -34,6 +34,17 @@ def metric_columns(met: dict) -> dict:
     }
 
 
+# (unlearning.fed_opc key, default, label) of the settings a federated row names when they are not the default
+FED_KNOBS = (
+    ("server_momentum", 0.0, "server momentum"),
+    ("server_lr", 1.0, "server lr"),
+    ("lr", None, "lr"),
+    ("forget_batch_size", 32, "forget batch"),
+    ("max_requesters", None, "requesters"),
+    ("retain_clients", None, "retain clients"),
+)
+
+
 def run_rows(run: Path) -> list[dict]:
     """One row per OPC method (labelled by its setting) and retrain reference of a run directory."""
     import yaml
@@ -51,8 +62,12 @@ def run_rows(run: Path) -> list[dict]:
             label += f", lambda {p['lambda']:g}" + (f", {epochs:g} ep" if epochs is not None else "")
         if name == "fed_opc":
             label += f", {m['cost']['rounds']} rounds"
-            if p.get("server_momentum"):
-                label += f", server momentum {p['server_momentum']:g}"
+            # the fedavg protocol's settings that differ from their defaults
+            # runs recorded before fedavg read `lr` list two_phase's lr (0.01) and momentum there; fedavg ignored them
+            ignored = {"lr"} if p.get("protocol") == "fedavg" and p.get("momentum") is not None else set()
+            for key, default, text in FED_KNOBS:
+                if key not in ignored and p.get(key) not in (None, default):
+                    label += f", {text} {p[key]:g}"
         rec = m["attacks"]["recovery"]
         rows.append(
             {"variant": label}

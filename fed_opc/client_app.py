@@ -111,7 +111,8 @@ def handle_train(sc, msg: Message, context: Context) -> Message:
     ``opc.ce_weight`` x CE on its remaining data + ``opc.lambda`` x the contraction of its forget data's
     representations (read through the guard's explicit forget view; they never leave the client). Otherwise the
     local training is exactly FedAvg's. ``opc.measure`` first reports the received model's feature norm (and forget
-    accuracy) on this client's data, for the server's stopping rule.
+    accuracy) on this client's data, for the server's stopping rule. ``opc.batch_norm: frozen`` keeps batch norm on the
+    received running statistics during those steps instead of this client's (skewed) batch statistics.
     """
     r = _receive(sc, msg, context)
     cfg, pid, guarded, current, device, model = r.cfg, r.pid, r.guarded, r.current, r.device, r.model
@@ -154,7 +155,8 @@ def handle_train(sc, msg: Message, context: Context) -> Message:
                 squared=bool(cfg.get("opc.squared", False)),
                 ce_weight=float(cfg.get("opc.ce_weight", 1.0)),
             )
-            stats = train_loop(model, objective, batches, opt)
+            frozen = str(cfg.get("opc.batch_norm", "batch")) == "frozen"
+            stats = train_loop(model, objective, batches, opt, frozen_batch_norm=frozen)
         else:
             batches = supervised_batches(guarded, current, fed.batch_size, epochs, rng, device)
             stats = train_loop(model, cross_entropy, batches, opt)

@@ -51,6 +51,13 @@ class LoopStats:
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
 
+def freeze_batch_norm(model: nn.Module) -> None:
+    """Put every batch-norm layer of ``model`` in eval mode (the rest keeps its mode)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def train_loop(
     model: nn.Module,
     loss_fn: LossFn,
@@ -61,6 +68,7 @@ def train_loop(
     max_grad_norm: float | None = None,
     after_step: GradTransform | None = None,
     should_stop: Callable[[LoopStats], bool] | None = None,
+    frozen_batch_norm: bool = False,
 ) -> LoopStats:
     """Run one optimisation step per batch and return what was done.
 
@@ -74,9 +82,13 @@ def train_loop(
     max_grad_norm : clip the global gradient norm to this value.
     after_step : called after each optimiser step, to edit the parameters in place (e.g. a projection onto a ball).
     should_stop : checked after every step.
+    frozen_batch_norm : keep batch-norm layers in eval mode: they normalise with their running statistics and leave
+        them unchanged, so the model trained is the model evaluated (``freeze_batch_norm``).
 
     """
     model.train()
+    if frozen_batch_norm:
+        freeze_batch_norm(model)
     stats = LoopStats()
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)

@@ -167,6 +167,7 @@ def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, o
                 lr=_replay_lr(obs),
                 batch_size=len(picks),
                 loss=_loss_name(str(obs["objective"]), obs.get("layer"), bool(obs.get("squared", False))),
+                train_mode=obs.get("batch_norm", "batch") != "frozen",
             )
             view = build_view(sc, sd, original, unlearned, forget_idx, forgotten, updates=[upd])
             truth, labels = [truth01], [y.cpu()]

@@ -153,6 +153,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
                 "opc.layer": cfg.layer,
                 "opc.squared": cfg.squared,
                 "opc.forget_batch_size": cfg.forget_batch_size,
+                "opc.batch_norm": cfg.batch_norm,
                 "opc.measure": True,
             }
             msgs.append(
@@ -218,6 +219,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
                 "layer": cfg.layer,
                 "lambda": weights[p][2] * cfg.lambda_,
                 "squared": cfg.squared,
+                "batch_norm": cfg.batch_norm,
             }
         state, momentum = server_step(
             state, deltas, [weights[p][0] for p, _ in usable], momentum, cfg.server_lr, cfg.server_momentum

@@ -312,10 +312,12 @@ def observe_update(
     batch_size: int | None = None,
     loss: str = "ce",
     labels_public: bool = False,
+    train_mode: bool = True,
 ) -> ObservedUpdate:
     """The update ``theta_after - theta_before`` of ``steps`` plain SGD steps on ``(x, y)`` from ``model``'s state.
 
-    Runs the project's training loop on a copy (train mode); step ``s`` uses consecutive chunk ``s`` of
+    Runs the project's training loop on a copy (train mode; ``train_mode=False`` keeps batch norm on the running
+    statistics, as a client with frozen batch norm trains); step ``s`` uses consecutive chunk ``s`` of
     ``batch_size`` samples, cycling. ``model`` is not changed.
     """
     import copy
@@ -330,7 +332,8 @@ def observe_update(
         f = m.features(batch["x"])
         return loss_fn(f, m.head(f), batch["y"])
 
-    train_loop(work, objective, batches, make_optimizer(work.parameters(), OptimConfig(lr=lr)))
+    opt = make_optimizer(work.parameters(), OptimConfig(lr=lr))
+    train_loop(work, objective, batches, opt, frozen_batch_norm=not train_mode)
     after = dict(work.named_parameters())
     return ObservedUpdate(
         params_at=before,
@@ -342,7 +345,7 @@ def observe_update(
         batch_size=batch_size,
         loss=loss,
         labels=y.detach().clone() if labels_public else None,
-        train_mode=True,
+        train_mode=train_mode,
     )
 
 

@@ -89,6 +89,9 @@ class FedOPCConfig(RoundsConfig):
     requester_retain: bool | None = None  # two_phase only
     server_lr: float = field(default=1.0, metadata=bounds(gt=0))  # fedavg protocol: server step on the mean update
     server_momentum: float = field(default=0.0, metadata=bounds(ge=0, lt=1))  # fedavg protocol: FedAvgM momentum
+    # fedavg protocol: batch norm in the clients' OPC steps. batch: train mode on each client's own batches (which mix
+    # its retained and forget data in its own proportions); frozen: eval mode on the received running statistics.
+    batch_norm: Literal["batch", "frozen"] = "batch"
 
     def __post_init__(self) -> None:
         if self.protocol == "fedavg":

@@ -102,3 +102,27 @@ def test_predict_features_shape(synthetic):
     f = predict(m, synthetic.test, np.arange(7), what="features")
     assert f.shape == (7, 16)
     assert predict(m, synthetic.test, np.arange(0), what="logits").shape == (0, 4)
+
+
+def test_frozen_batch_norm_trains_the_parameters_on_the_running_statistics():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    bn = model[1]
+    bn.running_mean.fill_(1.0)
+    bn.running_var.fill_(4.0)
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.0, 0.5], [2.0, 2.0]])
+    batch = {"x": x, "y": torch.tensor([0, 1, 0, 1])}
+    seen = []
+
+    def loss(m, b):
+        seen.append(m[1].training)
+        return torch.nn.functional.cross_entropy(m(b["x"]), b["y"])
+
+    w0 = model[0].weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_loop(model, loss, [batch], opt, frozen_batch_norm=True)
+    assert seen == [False] and model[2].training  # batch norm in eval mode, the rest in train mode
+    assert torch.equal(bn.running_mean, torch.ones(3)) and torch.equal(bn.running_var, torch.full((3,), 4.0))
+    assert not torch.equal(model[0].weight, w0)
+    train_loop(model, loss, [batch], opt)
+    assert seen == [False, True] and not torch.equal(bn.running_mean, torch.ones(3))

@@ -167,3 +167,19 @@ def test_a_two_phase_setting_under_fedavg_is_an_error_not_ignored(key, value):
     raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {key: value}}
     with pytest.raises(ConfigError, match=rf"^unlearning\.fed_opc\.{key}: a two_phase setting; protocol fedavg"):
         parse_scenario(raw)
+
+
+def test_frozen_batch_norm_keeps_the_received_running_statistics():
+    raw = tiny(**{"model.norm": "batch"})
+    raw["requests"] = [{"id": "c", "clients": "all", "scope": "class", "classes": [1], "round": 3}]
+    sc = parse_scenario(raw)
+    state = new_model(sc, prepare(sc)).state_dict()
+    stats = [k for k in state if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    base = {"server-round": 4, "stage": "s", "exclude": ["c"], "world": "w", "lr": 0.05, "epochs": 1.0}
+    base |= {"opc.serving": ["c"], "opc.lambda": 1.0}
+    frozen = state_from_arrays(_train_reply(sc, 2, base | {"opc.batch_norm": "frozen"}, state)["arrays"])
+    batch = state_from_arrays(_train_reply(sc, 2, base, state)["arrays"])
+    assert all(torch.equal(frozen[k], state[k]) for k in stats)  # eval-mode batch norm: statistics untouched
+    assert not all(torch.equal(batch[k], state[k]) for k in stats)  # train mode: this client's batches move them
+    assert not torch.equal(frozen["head.weight"], state["head.weight"])  # the parameters still train
