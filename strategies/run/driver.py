@@ -194,7 +194,7 @@ def _run(
     # seconds per stage, of this process (a cached or resumed stage counts what it took here)
     results["timing"] = {"pretraining": float(pre.get("wall_s", 0.0)) if not pre.get("cached") else 0.0}
     if outcomes:
-        results["timing"]["federated_methods"] = {m: float(o.cost.get("wall_s", 0.0)) for m, o in outcomes.items()}
+        results["timing"]["federated_methods"] = {m: o.wall_s for m, o in outcomes.items()}
     states = {m: o.state for m, o in outcomes.items()}
     observed = {m: o.observed for m, o in outcomes.items()}
     if groups:

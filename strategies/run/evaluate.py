@@ -15,6 +15,7 @@ from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.data.forget import union_forget
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
 from fed_opc.models import new_model
+from strategies.cost import Cost
 from strategies.run.attacks import attack_all
 from strategies.run.progress import stage_line
 
@@ -88,26 +89,20 @@ def evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path
         )
         if m == fed_ref:
             metrics["avg_gap"] = 0.0
-        metrics = {"RTE_s": float(o.cost.get("wall_s", 0.0))} | metrics
-        cost = {
-            k: o.cost.get(k, 0)
-            for k in ("rounds", "client_samples", "bytes_up", "bytes_down", "server_storage_bytes", "failures")
-        }
-        results["methods"][m] = {"setting": "federated", "metrics": metrics, "cost": cost}
+        metrics = {"RTE_s": o.wall_s} | metrics
+        results["methods"][m] = {"setting": "federated", "metrics": metrics, "cost": o.cost.results("federated")}
         if o.diagnostics:
             results["methods"][m]["diagnostics"] = o.diagnostics
         if o.edge:
             results["methods"][m]["edge"] = o.edge
     for m in cen_methods:
         c = cen[m]
-        cost = {
-            "rounds": 0,
-            "client_samples": int(c["cost"].get("client_samples", 0)),
-            "bytes_up": 0,
-            "bytes_down": 0,
-            "server_storage_bytes": 0,
+        cost = Cost(client_samples=int(c["cost"].get("client_samples", 0)))  # no rounds, no messages
+        results["methods"][m] = {
+            "setting": "centralized",
+            "metrics": dict(c["metrics"]),
+            "cost": cost.results("centralized"),
         }
-        results["methods"][m] = {"setting": "centralized", "metrics": dict(c["metrics"]), "cost": cost}
     # per request: UA on its own forget set (a subset of the union, whose logits every method already has), RA / TA
     # as for the union
     for s in sd.requests:

@@ -18,6 +18,7 @@ from fed_opc.data.forget import ForgetSplit
 from fed_opc.data.scenario_data import ScenarioData
 from fed_opc.edge import edge_of, new_clock
 from fed_opc.flower import EngineError
+from strategies.cost import Cost
 from strategies.federated_methods import IDLE_LIMIT, NEEDS_REQUESTER, SERVE, FedContext, MethodOutcome, fedavg_world
 from strategies.run.ledger import Ledger
 from strategies.run.progress import stage_line
@@ -46,15 +47,7 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
         t0 = time.perf_counter()
         state = pre["state"]
         served: list[str] = []
-        total = {
-            "rounds": 0,
-            "client_samples": 0,
-            "bytes_up": 0,
-            "bytes_down": 0,
-            "server_storage_bytes": 0,
-            "messages": 0,
-            "failures": 0,
-        }
+        total = Cost()
         diagnostics: dict[str, Any] = {}
         observed: dict[str, Any] = {}
         latency: dict[str, dict[str, Any]] = {}
@@ -70,20 +63,16 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
                 availability, clock,
             )  # fmt: skip
 
-        def add(cost: dict, rounds_: int | None = None) -> None:
-            for k in total:
-                total[k] += cost.get(k, 0) if rounds_ is None or k != "rounds" else rounds_
-
         def serve(
             method: str, splits: list[ForgetSplit], rnd: int, requested: float, one_by_one: bool, pending=()
         ) -> None:
             """Serve ``splits`` with ``method``; ``pending``: requests of the same round still waiting (excluded too)."""
-            nonlocal state, observed, cur
+            nonlocal state, observed, cur, total
             ids = [s.request_id for s in splits]
             ctx = context(served + [p.request_id for p in pending], cur)
             outcome = SERVE[method](ctx, splits, sc.unlearning.params[method], state)
             state = outcome.state
-            add(outcome.cost)
+            total += outcome.cost
             if one_by_one:  # an edge federation: each request served when its requester is online
                 diag = outcome.diagnostics | ({"served_by": method} if method != m else {})
                 diagnostics.setdefault("requests", {})[ids[0]] = diag
@@ -94,7 +83,7 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
             for s in splits:
                 entry = {
                     "requested_round": rnd,
-                    "served_round": cur + int(outcome.cost.get("rounds", 0)),
+                    "served_round": cur + outcome.cost.rounds,
                     "served_by": method,
                 }
                 entry["latency_rounds"] = entry["served_round"] - rnd
@@ -107,18 +96,18 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
             if clock is not None:
                 # on an edge federation the rounds spent serving are rounds of the world's timeline (and clock): the
                 # world goes on after them
-                cur = max(cur, cur + int(outcome.cost.get("rounds", 0)))
+                cur = max(cur, cur + outcome.cost.rounds)
 
         def wait_rounds(pending: list[ForgetSplit], last: int, tag: str) -> None:
             """FedAvg rounds cur+1..last without the served and the pending requests' data."""
-            nonlocal state, cur
+            nonlocal state, cur, total
             if last <= cur:
                 return
             if clock is not None:
                 clock.offline_met += last - cur  # rounds in which the pending request's requester was offline
             state_, meter, _ = fedavg_world(context(served, cur), pending, state, cur + 1, last, tag)
             state = state_
-            add(meter, last - cur)
+            total += Cost.metered(meter, last - cur)
             cur = last
 
         for i, (rnd, splits) in enumerate(groups):
@@ -148,16 +137,16 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
             if nxt > cur:  # the world goes on training without the served data until the next request (or the end)
                 cont = context(served, rnd)
                 state, meter, _ = fedavg_world(cont, [], state, cur + 1, nxt, f"continue{rnd}")
-                add(meter, nxt - cur)
+                total += Cost.metered(meter, nxt - cur)
                 cur = nxt
-        total["wall_s"] = time.perf_counter() - t0
+        wall_s = time.perf_counter() - t0
         edge = clock.as_dict() if clock is not None else {}
-        outcomes[m] = MethodOutcome(state, total, diagnostics, observed, latency, edge)
+        outcomes[m] = MethodOutcome(state, total, diagnostics, observed, latency, edge, wall_s)
         save_checkpoint(
             ck / f"method.{m}.ckpt",
             {
                 "state": state,
-                "cost": total,
+                "cost": total.to_dict() | {"wall_s": wall_s},
                 "diagnostics": diagnostics,
                 "observed": observed,
                 "latency": latency,
@@ -165,7 +154,7 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
             },
         )
         ledger.mark(served, m, "done")
-        stage_line(progress, f"{m}: done in {total['wall_s']:.1f} s")
+        stage_line(progress, f"{m}: done in {wall_s:.1f} s")
 
     return stage
 
@@ -184,9 +173,10 @@ def finished_outcome(ck: Path, m: str, ledger: Ledger) -> MethodOutcome | None:
     saved = load_checkpoint(p)
     return MethodOutcome(
         saved["state"],
-        saved["cost"],
+        Cost.from_dict(saved["cost"]),
         saved["diagnostics"],
         saved["observed"],
         saved.get("latency", {}),
         saved.get("edge", {}),
+        float(saved["cost"].get("wall_s", 0.0)),
     )
