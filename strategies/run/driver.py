@@ -21,7 +21,8 @@ from fed_opc.threads import torch_threads
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
 from strategies.federated_methods import MethodOutcome
-from strategies.run.evaluate import evaluate_all
+from strategies.run.attacks import attack_all
+from strategies.run.evaluate import MethodResult, evaluate_all
 from strategies.run.ledger import Ledger
 from strategies.run.methods import finished_outcome, latency_of, method_stage, request_groups
 from strategies.run.pretrain import pretrain_rounds, pretrain_stage, store_in_cache
@@ -197,8 +198,15 @@ def _run(
         results["timing"]["federated_methods"] = {m: o.wall_s for m, o in outcomes.items()}
     states = {m: o.state for m, o in outcomes.items()}
     observed = {m: o.observed for m, o in outcomes.items()}
+    evaluated: dict[str, MethodResult] = {}
     if groups:
-        evaluate_all(sc, sd, pre["state"], fed_methods, cen_methods, outcomes, ck, ledger, results, states, progress)
+        ev = evaluate_all(
+            sc, sd, pre["state"], fed_methods, cen_methods, outcomes, ck, ledger, results["timing"], progress
+        )
+        evaluated = ev.methods
+        results["methods"] = {m: r.to_json() for m, r in evaluated.items()}
+        attack_all(sc, sd, ev.pretrained, ev.model_of, ev.forget, ev.classes, outcomes, ck, results, progress)
+        states |= {m: r.state for m, r in evaluated.items() if m not in states} | {"original": pre["state"]}
     for s, r in zip(sd.requests, sc.requests):
         entry = ledger.entries[s.request_id]
         results["requests"].append(
@@ -212,7 +220,7 @@ def _run(
                 "clients": list(s.clients),
             }
             | ({"classes": list(s.classes)} if s.classes else {})
-            | {"metrics": results.pop(f"_request_metrics/{s.request_id}", {})}
+            | {"metrics": {m: r.request_metrics[s.request_id] for m, r in evaluated.items()}}
             | (latency if (latency := latency_of(s.request_id, outcomes)) else {})
         )
     return RunResult(out, results, pre["state"], states, observed)

@@ -1,9 +1,10 @@
-"""The evaluation stage: the centralized methods, then every method's metrics against ground truth."""
+"""The evaluation stage: the centralized methods, then every method's metrics against ground truth (``MethodResult``)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,63 @@ from fed_opc.centralized import run_centralized
 from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.data.forget import union_forget
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
-from fed_opc.models import new_model
+from fed_opc.models import FeatureModel, new_model
 from strategies.cost import Cost
-from strategies.run.attacks import attack_all
 from strategies.run.progress import stage_line
 
 log = logging.getLogger("fed_opc")
 
 
-def evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path, ledger, results, states, progress):
-    """Centralized methods, then metrics for every method on the union of the forget sets."""
+@dataclass
+class MethodResult:
+    """One method of the run, evaluated: its final model, metrics and cost, and its metrics per deletion request.
+
+    ``to_json`` is the method's entry in ``results.json``'s ``methods`` block (the attack stage adds ``attacks``);
+    ``request_metrics`` (request id -> UA on that request's forget set, RA and TA) go to each request's entry.
+    """
+
+    setting: str  # "federated" | "centralized"
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    cost: Cost
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    edge: dict[str, Any] = field(default_factory=dict)
+    request_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "setting": self.setting,
+            "metrics": self.metrics,
+            "cost": self.cost.results(self.setting),
+        }
+        if self.diagnostics:
+            out["diagnostics"] = self.diagnostics
+        if self.edge:
+            out["edge"] = self.edge
+        return out
+
+
+@dataclass
+class Evaluation:
+    """The evaluated methods, in results order (federated, then centralized), and what the attack stage needs."""
+
+    methods: dict[str, MethodResult]
+    pretrained: FeatureModel
+    model_of: dict[str, FeatureModel]  # method -> its final model
+    forget: np.ndarray  # the union of the requests' forget sets
+    classes: list[int]  # the classes removed everywhere
+
+
+def evaluate_all(
+    sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path, ledger, timing, progress
+) -> Evaluation:
+    """Centralized methods, then metrics for every method on the union of the forget sets and per request.
+
+    The centralized methods' metrics are those ``fed_opc.centralized.run_centralized`` measured (their reference is
+    the centralized ``retrain``); the federated methods' are measured here with ``fed_retrain`` as the reference (the
+    centralized ``retrain`` when the run has no ``fed_retrain``). Both call ``fed_opc.metrics.evaluate_outputs``.
+    ``timing["centralized_methods"]`` gets the centralized stage's seconds when it ran here.
+    """
     forget = union_forget(sd.requests)
     retain = np.setdiff1d(sd.pool, forget)
     classes = sorted({c for r, s in zip(sc.requests, sd.requests) if r.clients == "all" for c in s.classes})
@@ -56,12 +104,11 @@ def evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path
                 log=lambda line: log.info("centralized %s", line),
             )
             cen = {m: {"state": r.model.state_dict(), "metrics": r.metrics, "cost": r.cost} for m, r in runs.items()}
-            results["timing"]["centralized_methods"] = time.perf_counter() - t_cen
+            timing["centralized_methods"] = time.perf_counter() - t_cen
             save_checkpoint(cen_ckpt, cen)
             for m in cen_methods:
                 ledger.mark(sc.request_ids(), m, "done")
-    for m in cen_methods:
-        states[m] = cen[m]["state"]
+    states = {m: outcomes[m].state for m in fed_methods} | {m: cen[m]["state"] for m in cen_methods}
 
     ev = EvalSet.make(sd.data.train, sd.data.test, forget, retain, sd.test_idx, seed=sc.seed, forgotten_classes=classes)
     original = model_outputs(pretrained, ev, device=device)
@@ -77,6 +124,7 @@ def evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path
         ref_metrics = evaluate_outputs(
             outputs[fed_ref], ev, head_weight=model_of[fed_ref].head.weight, original=original
         )
+    methods: dict[str, MethodResult] = {}
     for m in fed_methods:
         o = outcomes[m]
         metrics = evaluate_outputs(
@@ -90,29 +138,17 @@ def evaluate_all(sc, sd, pre_state, fed_methods, cen_methods, outcomes, ck: Path
         if m == fed_ref:
             metrics["avg_gap"] = 0.0
         metrics = {"RTE_s": o.wall_s} | metrics
-        results["methods"][m] = {"setting": "federated", "metrics": metrics, "cost": o.cost.results("federated")}
-        if o.diagnostics:
-            results["methods"][m]["diagnostics"] = o.diagnostics
-        if o.edge:
-            results["methods"][m]["edge"] = o.edge
+        methods[m] = MethodResult("federated", o.state, metrics, o.cost, o.diagnostics, o.edge)
     for m in cen_methods:
         c = cen[m]
         cost = Cost(client_samples=int(c["cost"].get("client_samples", 0)))  # no rounds, no messages
-        results["methods"][m] = {
-            "setting": "centralized",
-            "metrics": dict(c["metrics"]),
-            "cost": cost.results("centralized"),
-        }
+        methods[m] = MethodResult("centralized", c["state"], dict(c["metrics"]), cost)
     # per request: UA on its own forget set (a subset of the union, whose logits every method already has), RA / TA
     # as for the union
     for s in sd.requests:
         pos = np.searchsorted(ev.forget_idx, s.forget)
         y = torch.from_numpy(sd.data.train.labels[s.forget])
-        per: dict[str, dict[str, float]] = {}
-        for m in results["methods"]:
-            mm = results["methods"][m]["metrics"]
+        for m, r in methods.items():
             ua = 1.0 - accuracy_from_logits(outputs[m].forget_logits[pos], y)
-            per[m] = {"UA": ua, "RA": mm["RA"], "TA": mm["TA"]}
-        results[f"_request_metrics/{s.request_id}"] = per
-    attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck, results, progress)
-    states["original"] = pre_state
+            r.request_metrics[s.request_id] = {"UA": ua, "RA": r.metrics["RA"], "TA": r.metrics["TA"]}
+    return Evaluation(methods, pretrained, model_of, forget, classes)
