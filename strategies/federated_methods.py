@@ -39,6 +39,7 @@ from fed_opc.unlearning.federated import (
     PGAConfig,
     RoundsConfig,
 )
+from strategies.cost import Cost
 from strategies.fedavg import sample_clients
 from strategies.training import federated_training, test_logits
 
@@ -71,11 +72,12 @@ class FedContext:
 @dataclass
 class MethodOutcome:
     state: dict[str, torch.Tensor]
-    cost: dict[str, float]
+    cost: Cost
     diagnostics: dict[str, Any] = field(default_factory=dict)
     observed: dict[str, Any] = field(default_factory=dict)  # what the server saw, for the attacks
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> when and by whom it was served
     edge: dict[str, Any] = field(default_factory=dict)  # the world's simulated clock and device costs
+    wall_s: float = 0.0  # the seconds the method's stage took (set by the run, for the whole stage)
 
 
 # Methods whose protocol needs the requester itself (its local steps); on an edge federation they wait for it to come
@@ -122,24 +124,6 @@ def remaining_clients(sd: ScenarioData, exclude: Sequence[str]) -> list[int]:
     return [p for p in range(sd.num_clients) if len(np.setdiff1d(sd.partitions[p], gone))]
 
 
-def _zero_cost() -> dict[str, float]:
-    return {
-        "rounds": 0,
-        "client_samples": 0,
-        "bytes_up": 0,
-        "bytes_down": 0,
-        "server_storage_bytes": 0,
-        "messages": 0,
-        "failures": 0,
-    }
-
-
-def _add_cost(cost: dict[str, float], meter: dict[str, int], rounds: int = 0) -> None:
-    cost["rounds"] += rounds
-    for k in ("client_samples", "bytes_up", "bytes_down", "messages", "failures"):
-        cost[k] = cost.get(k, 0) + int(meter.get(k, 0))
-
-
 # A request that finds no requester online waits at most this many rounds inside a method's unlearning rounds.
 IDLE_LIMIT = 1000
 
@@ -182,18 +166,14 @@ def serve_fed_retrain(ctx: FedContext, requests, cfg: FedRetrainConfig, start_st
     """
     rounds = cfg.rounds or ctx.round0
     state, meter, hist = fedavg_world(ctx, requests, ctx.init_state, 1, rounds, "retrain")
-    cost = _zero_cost()
-    _add_cost(cost, meter, rounds)
-    return MethodOutcome(state, cost, {"rounds": hist})
+    return MethodOutcome(state, Cost.metered(meter, rounds), {"rounds": hist})
 
 
 def serve_fed_finetune(ctx: FedContext, requests, cfg: FedFinetuneConfig, start_state) -> MethodOutcome:
     """FedAvg continued from the pretrained global model for ``rounds`` rounds without the forgotten data."""
     first = ctx.round0 + 1
     state, meter, hist = fedavg_world(ctx, requests, start_state, first, ctx.round0 + cfg.rounds, "finetune", cfg.lr)
-    cost = _zero_cost()
-    _add_cost(cost, meter, cfg.rounds)
-    return MethodOutcome(state, cost, {"rounds": hist})
+    return MethodOutcome(state, Cost.metered(meter, cfg.rounds), {"rounds": hist})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -341,7 +321,7 @@ def unlearning_rounds(
     sc, sd = ctx.sc, ctx.sd
     k_retain = cfg.retain_clients or sc.federation.clients_per_round
     k_req = cfg.max_requesters or sc.federation.clients_per_round
-    state, cost = start_state, _zero_cost()
+    state, cost = start_state, Cost()
     diagnostics: dict[str, Any] = {"unlearning_rounds": []}
     observed: dict[str, Any] = {}
     served_in_group: list[str] = []
@@ -356,7 +336,8 @@ def unlearning_rounds(
         served = failed_streak = 0
         if ckpt.is_file():
             ck = load_checkpoint(ckpt)
-            state, cost, per_round, observed, rnd = ck["state"], ck["cost"], ck["per_round"], ck["observed"], ck["rnd"]
+            state, per_round, observed, rnd = ck["state"], ck["per_round"], ck["observed"], ck["rnd"]
+            cost = Cost.from_dict(ck["cost"])
             if ctx.clock is not None and "clock" in ck:
                 ctx.clock.restore(ck["clock"])
             served = sum(1 for r in per_round if r["served"])
@@ -371,8 +352,7 @@ def unlearning_rounds(
             if delta_r is None or not online_req:
                 # an edge federation: no retain update in time, or no requester online. Without the requester the
                 # round is an ordinary FedAvg round; the request waits for the next round
-                _add_cost(cost, m1)
-                cost["rounds"] += 1
+                cost += Cost.metered(m1, rounds=1)
                 if delta_r is not None:
                     state = _apply(state, delta_r)
                 if not online_req and ctx.clock is not None:
@@ -392,9 +372,7 @@ def unlearning_rounds(
             if rule == "reference_acc":
                 extra["ref_class_acc"] = per_class_test_accuracy(ctx, state)
             outs, m2 = _unlearn_round(ctx, state, delta_r, rnd, req_pids, [req.request_id], spec, extra)
-            for m in (m1, m2):
-                _add_cost(cost, m)
-            cost["rounds"] += 1
+            cost += Cost.metered(m1) + Cost.metered(m2, rounds=1)
             if ctx.clock is not None:
                 ctx.clock.end_round(rnd)
             if not outs and m2.get("stragglers", 0):  # the requesters' updates came too late: FedAvg, then retry
@@ -474,7 +452,7 @@ def unlearning_rounds(
             state = new_state
             save_checkpoint(
                 ckpt,
-                {"rnd": rnd, "state": state, "cost": cost, "per_round": per_round, "observed": observed}
+                {"rnd": rnd, "state": state, "cost": cost.to_dict(), "per_round": per_round, "observed": observed}
                 | ({"clock": ctx.clock.state()} if ctx.clock is not None else {}),
             )
             stopped = stop
@@ -483,7 +461,7 @@ def unlearning_rounds(
     if cfg.recovery_rounds:
         first = rnd + 1
         state, meter, hist = fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")
-        _add_cost(cost, meter, cfg.recovery_rounds)
+        cost += Cost.metered(meter, cfg.recovery_rounds)
         diagnostics["recovery_rounds"] = hist
     return MethodOutcome(state, cost, diagnostics, observed)
 
@@ -564,8 +542,7 @@ def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_stat
     alive = set(remaining_clients(sd, exclude))
     storage = sum(state_bytes(u) for per in hist.values() for u in per.values())
     state = ctx.init_state
-    cost = _zero_cost()
-    cost["server_storage_bytes"] = storage
+    cost = Cost(server_storage_bytes=storage)
     epochs = sc.federation.local_epochs * cfg.calibration_ratio
     for i, t in enumerate(sorted(hist)):
         # the stored round's participants that remain and are online now (the calibration runs at round0 + 1 + i)
@@ -584,7 +561,7 @@ def serve_fed_eraser(ctx: FedContext, requests, cfg: FedEraserConfig, start_stat
             }
         )
         ok, meter = _exchange(ctx, RecordDict({"arrays": arrays, "config": config}), pids, "train", f"cal{t}", "client")
-        _add_cost(cost, meter, rounds=1)
+        cost += Cost.metered(meter, rounds=1)
         deltas, weights = [], []
         for p, content in ok:
             m = content["metrics"]

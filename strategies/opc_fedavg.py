@@ -37,15 +37,14 @@ from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.data.forget import ForgetSplit, union_forget
 from fed_opc.flower import EngineError, arrays_from_state, message, record_bytes, state_from_arrays
 from fed_opc.unlearning.federated import FedOPCConfig
+from strategies.cost import Cost
 from strategies.fedavg import sample_clients
 from strategies.federated_methods import (
     FedContext,
     MethodOutcome,
-    _add_cost,
     _apply,
     _fmt,
     _sub,
-    _zero_cost,
     fedavg_world,
     per_class_test_accuracy,
     remaining_clients,
@@ -118,12 +117,13 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
     epochs = cfg.local_epochs_for(rule)
     lr = cfg.lr if cfg.lr is not None else fed.lr
     ckpt = ctx.ckpt_dir / f"{ctx.world}.r{ctx.round0}.fedavg_opc.ckpt"
-    state, cost, momentum, rnd = start, _zero_cost(), None, ctx.round0
+    state, cost, momentum, rnd = start, Cost(), None, ctx.round0
     per_round: list[dict[str, Any]] = []
     observed: dict[str, Any] = {}
     if ckpt.is_file():
         ck = load_checkpoint(ckpt)
-        state, cost, momentum, rnd = ck["state"], ck["cost"], ck["momentum"], ck["rnd"]
+        state, momentum, rnd = ck["state"], ck["momentum"], ck["rnd"]
+        cost = Cost.from_dict(ck["cost"])
         per_round, observed = ck["per_round"], ck["observed"]
         if ctx.clock is not None and "clock" in ck:
             ctx.clock.restore(ck["clock"])
@@ -176,7 +176,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
             late = set(ctx.clock.phase(work).stragglers)
             ok = [(p, c) for p, c in ok if p not in late]
             ctx.clock.end_round(rnd)
-        _add_cost(cost, meter, rounds=1)
+        cost += Cost.metered(meter, rounds=1)
         # the received (global) model, measured where the data live: the stopping rule's reading
         req_ok = [(p, c["metrics"]) for p, c in ok if n_forget.get(p, 0) > 0]
         ret_ok = [(p, c["metrics"]) for p, c in ok if n_retain[p] > 0]
@@ -233,7 +233,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
     if cfg.recovery_rounds:
         first = rnd + 1
         state, meter, hist = fedavg_world(ctx, requests, state, first, first + cfg.recovery_rounds - 1, "recovery")
-        _add_cost(cost, meter, cfg.recovery_rounds)
+        cost += Cost.metered(meter, cfg.recovery_rounds)
         diagnostics["recovery_rounds"] = hist
     return MethodOutcome(state, cost, diagnostics, observed)
 
@@ -269,12 +269,12 @@ def _goal(target: list[float] | None, sd, requests: Sequence[ForgetSplit], req_o
     return float(np.asarray(target)[labels].mean())
 
 
-def _save(ckpt, ctx: FedContext, state, cost, momentum, rnd, per_round, observed) -> None:
+def _save(ckpt, ctx: FedContext, state, cost: Cost, momentum, rnd, per_round, observed) -> None:
     save_checkpoint(
         ckpt,
         {
             "state": state,
-            "cost": cost,
+            "cost": cost.to_dict(),
             "momentum": momentum,
             "rnd": rnd,
             "per_round": per_round,

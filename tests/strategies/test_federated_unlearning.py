@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fed_opc.client_app as client_app
-import strategies.run as run_mod
+import strategies.run.driver as run_driver
 from fed_opc.client_unlearn import LocalUnlearnSpec, local_unlearn
 from fed_opc.config import parse_scenario
 from fed_opc.data.forget import ForgottenDataError, GuardedDataset
@@ -60,7 +60,7 @@ def test_class_request_for_all_clients_contracts_on_every_holder(tmp_path, unlea
 
 def test_ledger_survives_a_crash_without_serving_twice(tmp_path, unlearn_calls, monkeypatch):
     sc = parse_scenario(scenario(["fed_ga", "fed_opc"]))
-    real_stage = run_mod._method_stage
+    real_stage = run_driver.method_stage
 
     def crashing_stage(sc_, sd, m, *args, **kw):
         stage = real_stage(sc_, sd, m, *args, **kw)
@@ -72,13 +72,13 @@ def test_ledger_survives_a_crash_without_serving_twice(tmp_path, unlearn_calls, 
 
         return boom
 
-    monkeypatch.setattr(run_mod, "_method_stage", crashing_stage)
+    monkeypatch.setattr(run_driver, "method_stage", crashing_stage)
     with pytest.raises(KeyboardInterrupt):
         simulate(sc, tmp_path / "run", use_cache=False)
     ledger = json.loads((tmp_path / "run" / "checkpoints" / "ledger.json").read_text())["requests"]["r0"]
     assert ledger["methods"] == {"fed_ga": "done"} and ledger["status"] == "unlearning"
     served_ga = [w for _, w in unlearn_calls].count("fed_ga")
-    monkeypatch.setattr(run_mod, "_method_stage", real_stage)
+    monkeypatch.setattr(run_driver, "method_stage", real_stage)
     r = simulate(sc, tmp_path / "run", use_cache=False, resume=True)
     assert [w for _, w in unlearn_calls].count("fed_ga") == served_ga  # not served again
     assert [w for _, w in unlearn_calls].count("fed_opc") >= 1

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-import strategies.run as run_mod
+import strategies.run.driver as run_driver
 from fed_opc.client_app import make_client_app
 from fed_opc.flower import EngineError, check_ray_address, run_apps
 from strategies.run import simulate
@@ -71,7 +71,7 @@ def test_exception_in_the_server_app_on_ray_ends_the_run(tmp_path, monkeypatch):
 
         return stage
 
-    monkeypatch.setattr(run_mod, "_method_stage", broken_stage)
+    monkeypatch.setattr(run_driver, "method_stage", broken_stage)
     from fed_opc.config import parse_scenario
 
     with pytest.raises(ValueError, match="a bug in a strategy"):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import fed_opc.client_app as client_app
-import strategies.run as run_mod
+import strategies.run.driver as run_driver
+import strategies.run.evaluate as run_evaluate
 import strategies.training as training_mod
 from fed_opc.checkpoint import CheckpointError
 from fed_opc.config import parse_scenario
@@ -61,7 +62,7 @@ def test_requests_at_two_rounds_never_share_a_stage_checkpoint(tmp_path, train_c
 
 def test_every_stage_runs_with_the_scenario_thread_count(tmp_path, monkeypatch):
     seen: dict[str, int] = {}
-    real_centralized = run_mod.run_centralized
+    real_centralized = run_evaluate.run_centralized
     real_train = client_app.handle_train
 
     def centralized(*a, **kw):
@@ -72,7 +73,7 @@ def test_every_stage_runs_with_the_scenario_thread_count(tmp_path, monkeypatch):
         seen["client"] = torch.get_num_threads()
         return real_train(sc, msg, context)
 
-    monkeypatch.setattr(run_mod, "run_centralized", centralized)
+    monkeypatch.setattr(run_evaluate, "run_centralized", centralized)
     monkeypatch.setattr(client_app, "handle_train", train)
     raw = tiny(**{"federation.server_threads": 2, "federation.client_resources.num_cpus": 1})
     raw["requests"] = [{"client": 1, "scope": "client", "round": 3}]
@@ -114,7 +115,7 @@ def test_a_finished_run_is_refused_without_resume_or_overwrite(tmp_path, monkeyp
         raise KeyboardInterrupt
 
     # --overwrite killed mid-run: the old results.json is gone before the new scenario.yaml is written
-    monkeypatch.setattr(run_mod, "_run", die)
+    monkeypatch.setattr(run_driver, "_run", die)
     with pytest.raises(KeyboardInterrupt):
         simulate(sc, out, use_cache=False, overwrite=True)
     assert not (out / "results.json").exists() and not (out / "report.md").exists()
@@ -190,17 +191,17 @@ def test_seeds_run_interrupted_in_the_first_seed_resumes_every_seed(tmp_path, mo
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(raw))
     out = tmp_path / "seeds"
-    real = run_mod._run
+    real = run_driver._run
 
     def die_in_seed0(sc, *a, **kw):
         if sc.seed == 0:
             raise KeyboardInterrupt
         return real(sc, *a, **kw)
 
-    monkeypatch.setattr(run_mod, "_run", die_in_seed0)
+    monkeypatch.setattr(run_driver, "_run", die_in_seed0)
     args = [str(p), "--out", str(out), "--seeds", "0", "1", "--no-progress", "--no-cache"]
     assert simulate_main(args) == 130
-    monkeypatch.setattr(run_mod, "_run", real)
+    monkeypatch.setattr(run_driver, "_run", real)
     assert simulate_main([*args, "--resume"]) == 0
     assert (out / "seed_0" / "results.json").is_file() and (out / "seed_1" / "results.json").is_file()
     assert json.loads((out / "summary.json").read_text())["seeds"] == [0, 1]
@@ -222,13 +223,13 @@ def test_sigterm_ends_the_run_like_ctrl_c_with_a_resume_hint(tmp_path, monkeypat
 
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(tiny()))
-    real = run_mod._run
+    real = run_driver._run
 
     def terminated_mid_run(*a, **kw):
         os.kill(os.getpid(), signal.SIGTERM)  # delivered to the CLI's handler in this (main) thread
         return real(*a, **kw)
 
-    monkeypatch.setattr(run_mod, "_run", terminated_mid_run)
+    monkeypatch.setattr(run_driver, "_run", terminated_mid_run)
     before = signal.getsignal(signal.SIGTERM)
     assert simulate_main([str(p), "--out", str(tmp_path / "o"), "--no-progress", "--no-cache"]) == 143
     assert capsys.readouterr().err.strip() == "error: terminated; continue with --resume"
