@@ -4,7 +4,7 @@ Stages, in order:
 
 1. FL pretraining: FedAvg up to the first deletion request's round, reused from the pretraining cache when an
    identical one exists (with the client-update history FedEraser needs, when it is among the methods);
-2. every federated method serves the requests in its own world (``strategies.federated_methods``): requests that fire
+2. every federated method serves the requests in its own world (``strategies.federated``): requests that fire
    at the same round are served together; between request rounds, and after the last one up to
    ``federation.rounds``, the world continues FedAvg without the served data;
 3. the centralized methods run on the pretrained global model with the union of all forget sets;

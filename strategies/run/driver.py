@@ -20,7 +20,7 @@ from fed_opc.models import new_model
 from fed_opc.threads import torch_threads
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
-from strategies.federated_methods import MethodOutcome
+from strategies.federated.context import MethodOutcome
 from strategies.run.attacks import attack_all
 from strategies.run.evaluate import MethodResult, evaluate_all
 from strategies.run.ledger import Ledger

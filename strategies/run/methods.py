@@ -1,7 +1,7 @@
 """The stage of each federated method: serving every request group in the method's own world.
 
-The serve functions themselves are in ``strategies.federated_methods`` and ``strategies.opc_fedavg``; this module runs
-them request group by request group, with the waiting, deadlines, fallback and continuation rounds between them, and
+The serve functions themselves are in ``strategies.federated`` (``registry.METHODS``); this module runs them request
+group by request group, with the waiting, deadlines, fallback and continuation rounds between them, and
 checkpoints the method's outcome once it has served every request.
 """
 
@@ -19,7 +19,10 @@ from fed_opc.data.scenario_data import ScenarioData
 from fed_opc.edge import edge_of, new_clock
 from fed_opc.flower import EngineError
 from strategies.cost import Cost
-from strategies.federated_methods import IDLE_LIMIT, NEEDS_REQUESTER, SERVE, FedContext, MethodOutcome, fedavg_world
+from strategies.federated.context import FedContext, MethodOutcome
+from strategies.federated.fedavg_based import fedavg_world
+from strategies.federated.registry import METHODS
+from strategies.federated.rounds import IDLE_LIMIT
 from strategies.run.ledger import Ledger
 from strategies.run.progress import stage_line
 
@@ -38,7 +41,7 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
     The world starts from the pretrained model at the first request's round. Requests that fire at the same round are
     served together; between request rounds, and after the last one up to ``federation.rounds``, the world continues
     FedAvg without the served data. On an edge federation (``federation.availability``), a method that needs its
-    requester (``NEEDS_REQUESTER``) first waits for it to come online, the world training meanwhile without the
+    requester (``FederatedMethod.needs_requester``) first waits for it to come online, the world training meanwhile without the
     pending request's data; a request still waiting after its ``deadline_rounds`` is served by
     ``unlearning.fallback`` when one is set. Every request's latency is recorded.
     """
@@ -70,7 +73,7 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
             nonlocal state, observed, cur, total
             ids = [s.request_id for s in splits]
             ctx = context(served + [p.request_id for p in pending], cur)
-            outcome = SERVE[method](ctx, splits, sc.unlearning.params[method], state)
+            outcome = METHODS[method].serve(ctx, splits, sc.unlearning.params[method], state)
             state = outcome.state
             total += outcome.cost
             if one_by_one:  # an edge federation: each request served when its requester is online
@@ -116,7 +119,7 @@ def method_stage(sc, sd, m, groups, pre, init_state, rounds, ck: Path, ledger: L
             ledger.mark(ids, m, "unlearning")
             cur = max(cur, rnd)
             requested = clock.round_end_s.get(rnd, clock.now_s) if clock is not None else 0.0
-            if availability is None or m not in NEEDS_REQUESTER:
+            if availability is None or not METHODS[m].needs_requester:
                 serve(m, splits, rnd, requested, one_by_one=False)
             else:
                 for j, split in enumerate(splits):

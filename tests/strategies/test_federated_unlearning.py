@@ -22,7 +22,7 @@ def scenario(methods, requests=None, **over):
     raw = tiny(**{"federation.rounds": 3, "data.num_clients": 5, "federation.clients_per_round": 3} | over)
     raw["requests"] = requests or [{"client": 1, "scope": "client", "round": 3}]
     # the two_phase protocol: the requester's local steps arrive as train.unlearn (the fedavg protocol, the default, is
-    # tested in test_opc_fedavg.py)
+    # tested in federated/test_opc_fedavg.py)
     raw["unlearning"] = {"methods": methods, "fed_opc": {"protocol": "two_phase"}}
     return raw
 

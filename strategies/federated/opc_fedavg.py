@@ -39,17 +39,16 @@ from fed_opc.flower import EngineError, arrays_from_state, message, record_bytes
 from fed_opc.unlearning.federated import FedOPCConfig
 from strategies.cost import Cost
 from strategies.fedavg import sample_clients
-from strategies.federated_methods import (
+from strategies.federated.context import (
     FedContext,
     MethodOutcome,
-    _apply,
-    _fmt,
-    _sub,
-    fedavg_world,
+    fmt_reading,
     per_class_test_accuracy,
     remaining_clients,
     stop_rule_for,
 )
+from strategies.federated.exchange import apply, sub
+from strategies.federated.fedavg_based import fedavg_world
 
 log = logging.getLogger("fed_opc")
 
@@ -88,7 +87,7 @@ def server_step(
     mean = {k: sum(d[k] * (w / total) for d, w in zip(deltas, weights)) for k in deltas[0]}
     m = mean if momentum is None or beta == 0 else {k: beta * momentum[k] + mean[k] for k in mean}
     step = m if lr == 1.0 else {k: lr * v for k, v in m.items()}
-    return _apply(state, step), m
+    return apply(state, step), m
 
 
 def _counts(sd, requests: Sequence[ForgetSplit], exclude: list[str]) -> tuple[dict[int, int], dict[int, int]]:
@@ -202,7 +201,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
         usable = [(p, c) for p, c in ok if weights[p][0] > 0]
         if not usable:
             raise EngineError(f"{ctx.world}: round {rnd}: no usable update for {', '.join(ids)}")
-        deltas = [_sub(state_from_arrays(c["arrays"]), state) for _, c in usable]
+        deltas = [sub(state_from_arrays(c["arrays"]), state) for _, c in usable]
         if not observed and req_ok:  # the first update a requester sent: the inversion attack's target
             p = req_ok[0][0]
             c = dict(ok)[p]
@@ -226,8 +225,8 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
         )
         rec["stop"] = False
         per_round.append(rec)
-        log.info("[%s] %s round %d: received norm ratio %s, forget acc %s", ctx.world, ids, rnd, _fmt(ratio, 4),
-                 _fmt(forget_acc, 3))  # fmt: skip
+        reading = fmt_reading(ratio, 4), fmt_reading(forget_acc, 3)
+        log.info("[%s] %s round %d: received norm ratio %s, forget acc %s", ctx.world, ids, rnd, *reading)
         _save(ckpt, ctx, state, cost, momentum, rnd, per_round, observed)
     diagnostics: dict[str, Any] = {"protocol": "fedavg", "local_epochs": epochs, "unlearning_rounds": per_round}
     if cfg.recovery_rounds:

@@ -11,7 +11,7 @@ from fed_opc.config import parse_scenario
 from fed_opc.data.scenario_data import prepare
 from fed_opc.flower import arrays_from_state, ensure_task_identity, message, state_from_arrays
 from fed_opc.models import new_model
-from strategies.opc_fedavg import received_reading, round_weights, server_step
+from strategies.federated.opc_fedavg import received_reading, round_weights, server_step
 from strategies.run import simulate
 from tests.helpers import tiny
 
