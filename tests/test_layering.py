@@ -1,5 +1,6 @@
-"""The core library never imports the server side or the CLIs (scripts -> strategies -> fed_opc); the reporting
-package reads results only (no Flower, no training code)."""
+"""The core library never imports the server side or the CLIs (scripts -> strategies -> fed_opc); the federated
+methods never import the run that calls them; the reporting package reads results only (no Flower, no training
+code)."""
 
 import ast
 from pathlib import Path
@@ -34,6 +35,18 @@ def test_strategies_never_import_scripts():
     files = sorted((REPO / "strategies").rglob("*.py"))
     bad = {str(f.relative_to(REPO)): sorted(_imports(f) & {"scripts"}) for f in files}
     assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_federated_methods_never_import_the_run():
+    # the run's stages call the federated methods' serve functions, never the reverse
+    files = sorted((REPO / "strategies" / "federated").rglob("*.py"))
+    assert len(files) >= 8
+    bad = {}
+    for f in files:
+        found = sorted(m for m in _modules(f) if m.startswith(("strategies.run", "strategies.reporting")))
+        if found:
+            bad[str(f.relative_to(REPO))] = found
+    assert bad == {}
 
 
 def test_reporting_imports_neither_flower_nor_training_code():
