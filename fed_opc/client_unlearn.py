@@ -46,7 +46,7 @@ class LocalUnlearnSpec:
     """What the server asks the requester to do; travels in the message's ConfigRecord as ``unlearn.<field>``.
 
     The step settings (``objective`` .. ``forget_batch_size``) have no defaults: the server's method config is the one
-    place they come from (``strategies.federated_methods._local_spec``). The remaining fields default to "off"; OPC's
+    place they come from (``strategies.federated.rounds.local_spec``). The remaining fields default to "off"; OPC's
     ``lambda_`` and ``layer`` are required when ``objective`` is ``opc``.
     """
 

@@ -1,9 +1,9 @@
 """Unlearning methods: a registry of name -> (frozen ``Config``, function).
 
 Centralized methods (``CENTRALIZED``) each live in one module with a ``Config`` and
-``unlearn(model, data, cfg, *, generator, device) -> UnlearnResult``. Federated methods are Flower strategies in the
-``strategies`` package; only their hyperparameter ``Config`` classes live here (``FEDERATED``), so a scenario is
-validated without importing the server side.
+``unlearn(model, data, cfg, *, generator, device) -> UnlearnResult``. Federated methods are served by the
+``strategies.federated`` package (its registry maps each name here to its serve function); only their hyperparameter
+``Config`` classes live here (``FEDERATED``), so a scenario is validated without importing the server side.
 """
 
 from __future__ import annotations

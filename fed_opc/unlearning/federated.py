@@ -1,7 +1,8 @@
 """Hyperparameters of the federated unlearning methods.
 
-The methods themselves are Flower strategies in ``strategies/federated_methods.py``; their frozen ``Config`` classes
-live here so that a scenario's ``unlearning.<method>`` block is validated without importing the server side.
+The methods themselves are serve functions in the ``strategies.federated`` package, registered there under these
+classes (``strategies/federated/registry.py``); their frozen ``Config`` classes live here so that a scenario's
+``unlearning.<method>`` block is validated without importing the server side.
 
 Methods (all serve the same deletion requests, from the same pretrained global model):
 
