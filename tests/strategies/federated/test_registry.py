@@ -3,6 +3,7 @@ a config without a server side, a server side without a config, or a crossed pai
 
 import pytest
 
+from fed_opc.config import FALLBACKS
 from fed_opc.unlearning.federated import CONFIGS, FedGAConfig, FedRLConfig
 from strategies.federated.registry import METHODS, SERVERS, RegistryError, build_registry, get_method
 from strategies.federated.rounds import serve_fed_ga, serve_fed_rl
@@ -14,6 +15,8 @@ def test_the_registry_names_fed_opcs_federated_methods_with_their_config_classes
     assert all(m.name == name for name, m in METHODS.items())
     # the methods whose protocol runs the requester's own local steps (on an edge federation they wait for it)
     assert {name for name, m in METHODS.items() if m.needs_requester} == {"fed_opc", "pga", "fed_ga", "fed_rl"}
+    # a fallback serves a request whose requester stays offline: it must not need it
+    assert all(not METHODS[name].needs_requester for name in FALLBACKS)
 
 
 def test_an_unknown_name_lists_the_valid_ones():
