@@ -38,6 +38,7 @@ def metric_columns(met: dict) -> dict:
 FED_KNOBS = (
     ("server_momentum", 0.0, "server momentum"),
     ("server_lr", 1.0, "server lr"),
+    ("batch_norm", "batch", "batch norm"),
     ("lr", None, "lr"),
     ("forget_batch_size", 32, "forget batch"),
     ("max_requesters", None, "requesters"),
@@ -67,7 +68,7 @@ def run_rows(run: Path) -> list[dict]:
             ignored = {"lr"} if p.get("protocol") == "fedavg" and p.get("momentum") is not None else set()
             for key, default, text in FED_KNOBS:
                 if key not in ignored and p.get(key) not in (None, default):
-                    label += f", {text} {p[key]:g}"
+                    label += f", {text} {p[key]:g}" if isinstance(p[key], (int, float)) else f", {text} {p[key]}"
         rec = m["attacks"]["recovery"]
         rows.append(
             {"variant": label}
@@ -196,11 +197,14 @@ def main() -> None:
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--plot", type=Path, default=None)
     p.add_argument("--match", default=None, help="keep only rows whose label matches this regular expression")
+    p.add_argument("--jsonl", type=Path, default=None, help="also write the rows, one JSON object per line")
     args = p.parse_args()
     rows = read_rows(args.files)
     if args.match:
         rows = [r for r in rows if re.search(args.match, r["variant"])]
     print(table(rows))
+    if args.jsonl:
+        args.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     if args.plot:
         plot(rows, args.plot)
 
