@@ -75,4 +75,5 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically: to a temporary file in the same folder, then renamed over ``path``."""
     _write_atomic(Path(path), text.encode())

@@ -77,6 +77,7 @@ def _config(msg: Message) -> ConfigRecord:
 
 
 def handle_whoami(sc, msg: Message, context: Context) -> Message:
+    """``query.whoami``: reply with this client's partition id, so the server can map partition ids to node ids."""
     return Message(RecordDict({"whoami": MetricRecord({"partition-id": partition_id(context)})}), reply_to=msg)
 
 

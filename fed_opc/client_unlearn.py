@@ -134,6 +134,11 @@ def _typed(key: str, value: Any, hint: Any) -> Any:
 
 @dataclass
 class LocalUnlearnResult:
+    """What :func:`local_unlearn` returns: the requester's model state (CPU tensors), the metrics it reports to the
+    server, and per step the inner product of its gradient with ``delta_r`` (after the projection under the
+    ``project`` constraint; empty without ``delta_r``).
+    """
+
     state: dict[str, torch.Tensor]
     metrics: dict[str, float | int]
     inner_products: list[float]

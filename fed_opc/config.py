@@ -195,9 +195,11 @@ class Scenario:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes: the synthetic data's ``num_classes``, else 10 (CIFAR-10 and MNIST)."""
         return self.data.synthetic.num_classes if self.data.dataset == "synthetic" else 10
 
     def request_ids(self) -> list[str]:
+        """The requests' ids in scenario order: a request's ``id``, else ``r<i>`` by its position."""
         return [r.id or f"r{i}" for i, r in enumerate(self.requests)]
 
 
@@ -456,6 +458,7 @@ class ScenarioLoader(yaml.SafeLoader):
     """
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """Refuse a key written twice in ``node`` (merged keys aside), then build the mapping as ``SafeLoader`` does."""
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":

@@ -129,6 +129,7 @@ class Availability:
 
     @property
     def always(self) -> bool:
+        """Whether every client is online in every round (``kind: always``)."""
         return self.cfg.kind == "always"
 
     def online(self, rnd: int, pids: Sequence[int]) -> list[int]:
@@ -136,6 +137,7 @@ class Availability:
         return sorted(p for p in pids if self.is_online(p, rnd))
 
     def is_online(self, pid: int, rnd: int) -> bool:
+        """Whether client ``pid`` is online in round ``rnd``."""
         kind = self.cfg.kind
         if kind == "always":
             return True
@@ -179,6 +181,7 @@ class Devices:
 
     @property
     def enabled(self) -> bool:
+        """Whether any device profile is configured; without one no simulated time is kept."""
         return bool(self.profile_of)
 
     def seconds(self, pid: int, samples: int, bytes_down: int, bytes_up: int) -> float:
@@ -233,6 +236,7 @@ class EdgeClock:
         return PhaseResult(accepted, late, seconds)
 
     def end_round(self, rnd: int) -> None:
+        """Record the clock's time at the end of absolute round ``rnd``."""
         self.round_end_s[int(rnd)] = self.now_s
 
     def as_dict(self) -> dict:
@@ -261,6 +265,7 @@ class EdgeClock:
         }
 
     def restore(self, saved: dict) -> None:
+        """Set the clock back to what :meth:`state` saved (a resumed run)."""
         self.now_s = float(saved["now_s"])
         self.stragglers = int(saved["stragglers"])
         self.offline_met = int(saved["offline_met"])

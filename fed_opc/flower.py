@@ -46,6 +46,7 @@ def arrays_from_state(state: dict[str, torch.Tensor]) -> ArrayRecord:
 
 
 def state_from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """An ``ArrayRecord`` as a torch state dict (the inverse of :func:`arrays_from_state`)."""
     return record.to_torch_state_dict()
 
 
@@ -55,6 +56,7 @@ def state_bytes(state: dict[str, torch.Tensor]) -> int:
 
 
 def record_bytes(record: ArrayRecord) -> int:
+    """Bytes of the arrays in an ``ArrayRecord`` (payload only), as :func:`state_bytes` counts a state dict."""
     return int(sum(a.numpy().nbytes for a in record.values()))
 
 
@@ -75,6 +77,7 @@ def ensure_task_identity(run_id: int = 1) -> None:
 
 
 def partition_id(context: Context) -> int:
+    """The partition id the node was started with (``partition-id`` in its node config)."""
     return int(context.node_config["partition-id"])
 
 
@@ -95,6 +98,7 @@ class GuardedGrid:
         return getattr(self._grid, name)
 
     def get_node_ids(self) -> list[int]:
+        """The wrapped grid's node ids; ``EngineError`` once ``cancel`` is set."""
         self._check()
         return list(self._grid.get_node_ids())
 
@@ -103,6 +107,9 @@ class GuardedGrid:
             raise EngineError("the simulation engine stopped")
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Push ``messages`` and poll for their replies until all are in, ``timeout`` seconds pass (the missing ones are
+        left out, with a warning) or ``cancel`` is set (``EngineError``).
+        """
         self._check()
         ids = [i for i in self._grid.push_messages(list(messages)) if i]
         replies: list[Message] = []
@@ -189,16 +196,19 @@ class InProcessGrid(Grid):
         ensure_task_identity(run_id)
 
     def set_run(self, run: Any) -> None:
+        """Set the ``Run`` this grid operates in, as Flower's ``Grid.set_run``."""
         self._run = run
 
     @property
     def run(self) -> Any:
+        """The ``Run`` this grid operates in."""
         return self._run
 
     def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:  # noqa: D102
         return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl)
 
     def get_node_ids(self) -> list[int]:
+        """The virtual nodes' ids, in partition-id order."""
         return list(self._contexts)
 
     def _handle(self, m: Message) -> Message:
@@ -212,6 +222,9 @@ class InProcessGrid(Grid):
         return copy.deepcopy(rep)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Run every message through the ``ClientApp`` now (on ``workers`` threads when each goes to a different node)
+        and return the message ids whose replies :meth:`pull_messages` hands out.
+        """
         messages = list(messages)
         ids = [str(uuid.uuid4()) for _ in messages]
         for m, mid in zip(messages, ids):
@@ -232,9 +245,11 @@ class InProcessGrid(Grid):
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """The replies to ``message_ids`` that are in; each reply is handed out once."""
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        """Push, then pull: every reply is ready when :meth:`push_messages` returns, so ``timeout`` plays no part."""
         return self.pull_messages(self.push_messages(messages))
 
 

@@ -107,7 +107,7 @@ def is_collapsed(
     retain_acc: float | None = None,
     original_retain_acc: float | None = None,
 ) -> bool:
-    """The collapse rule; True when any of these holds:
+    """The collapse rule: True when any of the following holds.
 
     - fewer than ``min(3, num_retained_classes)`` distinct classes are predicted on the test data;
     - more than ``COLLAPSE_DEAD_SHARE`` (50%) of the penultimate units are dead on retain data;
@@ -243,6 +243,7 @@ class EvalSet:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes of the training data."""
         return int(self.train.num_classes)
 
 

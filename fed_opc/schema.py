@@ -43,6 +43,7 @@ class ConfigError(ValueError):
         return _one_line(": ".join(parts + [self.message]), 1000)
 
     def with_file(self, file: str) -> ConfigError:
+        """The same error, reported for ``file``."""
         return ConfigError(self.field, self.message, file)
 
     def __str__(self) -> str:

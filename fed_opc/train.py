@@ -31,6 +31,7 @@ class OptimConfig:
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names (``sgd`` or ``adam``) over ``params``; Adam has no ``momentum``."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
@@ -48,6 +49,7 @@ class LoopStats:
 
     @property
     def mean_loss(self) -> float:
+        """Mean loss over the steps taken; NaN when there were none."""
         return float(np.mean(self.losses)) if self.losses else float("nan")
 
 

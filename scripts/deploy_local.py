@@ -19,6 +19,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line: the number of SuperNodes, the scenario file and the options of the run."""
     p = argparse.ArgumentParser(prog="deploy_local.py", description=__doc__.split("\n\n")[0])
     p.add_argument("nodes", type=int, help="number of SuperNodes (must equal the scenario's data.num_clients)")
     p.add_argument("scenario", help="scenario YAML file")
@@ -32,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Deploy, run and stop as the module docstring says; return the exit code (0, 1, 2 or 130)."""
     args = parser().parse_args(argv)
     from fed_opc.config import ConfigError, load_scenario
     from strategies.deploy import DeploymentError, LocalDeployment

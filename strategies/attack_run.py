@@ -68,6 +68,10 @@ def _split_test(sc, sd) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def build_view(sc, sd, original, unlearned, forget_idx, forgotten, *, updates=(), gradients=()) -> ServerView:
+    """The ``ServerView`` of one method's result (see the module docstring): calibration is one seeded half of the test
+    data; the other half is the attacker's labelled pool, split into samples of the forget set's classes
+    (``aux.forget_idx``) and samples of every class not in ``forgotten`` (``aux.retain_idx``).
+    """
     calib, pool, labels = _split_test(sc, sd)
     forget_classes = np.unique(sd.data.train.labels[forget_idx])
     aux = AttackerSamples(
@@ -90,6 +94,9 @@ def _images(sd, idx: np.ndarray) -> torch.Tensor:
 
 
 def inversion_picks(sc, sd, forget_idx: np.ndarray, n: int) -> np.ndarray:
+    """The forget images the inversion attacks target: ``n`` of ``forget_idx`` (all of them if fewer), drawn with the
+    scenario's seed, so the same for every method; sorted.
+    """
     return np.sort(
         numpy_rng(sc.seed, "attacks/inversion_images").choice(forget_idx, size=min(n, len(forget_idx)), replace=False)
     )

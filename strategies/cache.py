@@ -38,6 +38,9 @@ TRAINING_PATH = (
 
 
 def code_fingerprint() -> str:
+    """SHA-256 of the paths and bytes of the ``TRAINING_PATH`` source files: a change to the training code is a new
+    cache key.
+    """
     h = hashlib.sha256()
     for pattern in TRAINING_PATH:
         for f in sorted(REPO_ROOT.glob(pattern)):
@@ -128,6 +131,9 @@ def load_pretrained(key: str, interval: int = 0) -> dict[str, Any] | None:
 
 
 def save_pretrained(key: str, entry: dict[str, Any], interval: int = 0) -> Path:
+    """Store a pretraining ``entry`` under ``key`` and return the model entry's path; with ``interval``, its ``updates``
+    (the client-update history) go to their own file, otherwise they are not stored.
+    """
     entry = dict(entry)
     updates = entry.pop("updates", None)
     p = cache_path(key)

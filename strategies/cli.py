@@ -21,6 +21,7 @@ def _quiet_environment() -> None:
 
 
 def simulate_parser(prog: str = "simulate.py") -> argparse.ArgumentParser:
+    """The arguments of ``simulate``: the scenario file, ``--out`` and the options that override or steer the run."""
     p = argparse.ArgumentParser(prog=prog, description="Run a fed-opc scenario and write its run directory.")
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--out", help="run directory (default: output.dir of the scenario, else runs/<name>)")

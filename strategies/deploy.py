@@ -64,6 +64,7 @@ class Proc:
 
     @property
     def pid(self) -> int:
+        """The leader's pid, which is also its process group's id."""
         return self.popen.pid
 
     def group_alive(self) -> bool:
@@ -116,6 +117,10 @@ class LocalDeployment:
     # processes
 
     def environ(self) -> dict[str, str]:
+        """The environment of every process: this one's, with this Python's ``bin`` folder first on ``PATH``,
+        ``FLWR_HOME`` under ``workdir``, telemetry, Flower's dependency installation and Ray's usage stats off, then
+        ``env`` on top.
+        """
         bindir = str(Path(sys.executable).parent)  # flower-superexec & co. are found on PATH
         env = dict(os.environ) | {
             "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),

@@ -47,6 +47,9 @@ class CostMeter:
     failed_clients: list[tuple[int, int]] = field(default_factory=list)  # (round, partition id)
 
     def as_dict(self) -> dict[str, int]:
+        """The counters, as checkpoints and results store them (``failed_clients`` is left out; ``CostMeter(**d)``
+        restores the rest).
+        """
         return {
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up,
@@ -119,6 +122,7 @@ class SeededFedAvg(FedAvg):
             raise ValueError("no eligible clients to sample")
 
     def absolute_round(self, server_round: int) -> int:
+        """Flower's round number (1, 2, ...) plus ``round_offset``: the round as the scenario counts it."""
         return server_round + self.round_offset
 
     def _messages(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, kind: str, pids: list[int]):
@@ -137,6 +141,9 @@ class SeededFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """Sample ``clients_per_round`` of the eligible clients online this round with the (seed, round) generator and
+        address ``train`` messages to their nodes; no message when none is online.
+        """
         rnd = self.absolute_round(server_round)
         pool = sampling_pool(self.availability, rnd, self.eligible)
         pids = sample_clients(self.seed, rnd, pool, self.clients_per_round) if pool else []
@@ -169,6 +176,10 @@ class SeededFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Count failures, bytes and samples, drop stragglers and empty updates, then aggregate the rest in partition-id
+        order. ``(None, None)`` (the model unchanged) when nothing is left; ``EngineError`` after ``max_failed_rounds``
+        such rounds in a row.
+        """
         rnd = self.absolute_round(server_round)
         if not self.sampled.get(rnd):  # nobody was online: an idle round, not a failure
             if self.clock is not None:
@@ -219,6 +230,7 @@ class SeededFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        """Sample ``evaluate_clients`` eligible clients (online or not) for ``evaluate`` messages; none when it is 0."""
         if not self.evaluate_clients:
             return []
         rnd = self.absolute_round(server_round)
@@ -227,6 +239,7 @@ class SeededFedAvg(FedAvg):
         return self._messages(server_round, arrays, config, "evaluate", pids)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Aggregate the valid, non-empty evaluation replies in partition-id order (failures counted); None if none."""
         ok = self._sorted_valid(server_round, replies, getattr(self, "_eval_sampled", []))
         ok = [r for r in ok if int(r.content["metrics"]["num-examples"]) > 0]
         return super().aggregate_evaluate(server_round, ok) if ok else None

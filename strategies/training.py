@@ -29,6 +29,10 @@ log = logging.getLogger("fed_opc")
 
 @dataclass
 class RoundRecord:
+    """One training round: its absolute number, wall seconds, test accuracy and loss (NaN when not evaluated), the
+    sampled clients and their aggregated train loss (None without one).
+    """
+
     round: int
     wall_s: float
     test_acc: float = float("nan")
@@ -37,6 +41,9 @@ class RoundRecord:
     train_loss: float | None = None
 
     def as_dict(self) -> dict:
+        """The record as checkpoints and results store it (``test_acc``/``test_loss`` only for an evaluated round);
+        ``RoundRecord(**d)`` reads it back.
+        """
         d: dict = {"round": self.round}
         if self.test_acc == self.test_acc:  # evaluated this round (nan otherwise: absent, per the results contract)
             d |= {"test_acc": self.test_acc, "test_loss": self.test_loss}
@@ -49,6 +56,10 @@ class RoundRecord:
 
 @dataclass
 class TrainingResult:
+    """What :func:`federated_training` returns: the final global state, one record per round (resumed rounds included)
+    and the cumulative cost.
+    """
+
     state: dict[str, torch.Tensor]
     rounds: list[RoundRecord]
     cost: CostMeter

@@ -158,6 +158,7 @@ class ImageSpace:
         return m, s
 
     def to01(self, x: torch.Tensor) -> torch.Tensor:
+        """Map normalised model inputs (B, C, H, W) back to images in [0, 1] (not clamped)."""
         m, s = self._stats(x.device)
         return x * s + m
 

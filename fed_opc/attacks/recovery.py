@@ -150,6 +150,7 @@ def kshot_samples(view: ServerView, cfg: Config) -> SampleSet:
 
 
 def require_aux(view: ServerView) -> AttackerSamples:
+    """The attacker's labelled samples of ``view``; ``ValueError`` when it holds none (the k-shot attacks need them)."""
     if view.aux is None:
         raise ValueError("this attack needs the attacker's labelled samples (ServerView.aux), and the view has none")
     return view.aux

@@ -35,6 +35,7 @@ class SampleSet:
 
     @property
     def labels(self) -> np.ndarray:
+        """The samples' labels, ``data.labels[idx]``."""
         return np.asarray(self.data.labels)[self.idx]
 
     def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,4 +149,5 @@ class ServerView:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes: the output size of the original model's head."""
         return int(self.original.head.out_features)

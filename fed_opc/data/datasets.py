@@ -67,6 +67,7 @@ class ArrayDataset:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (the length of ``classes``)."""
         return len(self.classes)
 
     @property
@@ -94,6 +95,8 @@ class ArrayDataset:
 
 @dataclass(frozen=True, eq=False)
 class DatasetPair:
+    """A dataset's train and test splits."""
+
     train: ArrayDataset
     test: ArrayDataset
 

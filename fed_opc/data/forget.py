@@ -47,6 +47,7 @@ class ForgetSplit:
 
     @property
     def n_forget(self) -> int:
+        """Number of samples to forget."""
         return int(len(self.forget))
 
 
@@ -132,24 +133,30 @@ class GuardedDataset:
 
     @property
     def labels(self) -> np.ndarray:
+        """Labels of every sample, forgotten ones included (only reads of samples through ``tensors`` are guarded)."""
         return self.dataset.labels
 
     @property
     def num_classes(self) -> int:
+        """Number of classes of the underlying dataset."""
         return self.dataset.num_classes
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one model input, as in the underlying dataset."""
         return self.dataset.image_shape
 
     @property
     def forbidden(self) -> np.ndarray:
+        """The forbidden indices, sorted."""
         return np.flatnonzero(self._mask)
 
     def forbid(self, idx: np.ndarray) -> None:
+        """Add ``idx`` to the forbidden indices (a served request's forget samples); nothing is allowed again."""
         self._mask[np.asarray(idx, dtype=np.int64)] = True
 
     def check(self, idx: np.ndarray) -> None:
+        """Raise ``ForgottenDataError`` when any of ``idx`` is forbidden."""
         idx = np.asarray(idx, dtype=np.int64)
         bad = self._mask[idx]
         if bad.any():
@@ -158,6 +165,7 @@ class GuardedDataset:
             )
 
     def tensors(self, idx: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images (B, C, H, W) and labels of ``idx`` on ``device``, once :meth:`check` lets them through."""
         self.check(idx)
         return self.dataset.tensors(idx, device)
 

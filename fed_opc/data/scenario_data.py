@@ -51,9 +51,11 @@ class ScenarioData:
 
     @property
     def num_clients(self) -> int:
+        """Number of partitions, one per client."""
         return len(self.partitions)
 
     def request(self, request_id: str) -> ForgetSplit:
+        """The resolved request ``request_id``; an unknown id raises ``KeyError`` listing the known ones."""
         for r in self.requests:
             if r.request_id == request_id:
                 return r
@@ -67,6 +69,9 @@ def _subsample(n: int, cap: int | None, rng: np.random.Generator) -> np.ndarray:
 
 
 def load_scenario_dataset(sc) -> DatasetPair:
+    """Load the train and test arrays the scenario's ``data`` block names (its ``root`` resolved by
+    :func:`resolve_data_root` against the scenario's folder; synthetic data from the scenario's seed).
+    """
     d = sc.data
     s = d.synthetic
     base = Path(sc.path).parent if sc.path else None

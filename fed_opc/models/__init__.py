@@ -28,12 +28,15 @@ class FeatureModel(nn.Module):
 
     @property
     def feature_dim(self) -> int:
+        """Width of the penultimate features (the head's input size)."""
         return self.head.in_features
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, feature_dim) of inputs ``x``."""
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes): ``head(features(x))``."""
         return self.head(self.body(x))
 
 

@@ -66,6 +66,7 @@ CENTRALIZED: dict[str, MethodSpec] = _centralized()
 
 
 def all_methods() -> dict[str, MethodSpec]:
+    """Every registered method by name, centralized and federated."""
     return CENTRALIZED | FEDERATED
 
 

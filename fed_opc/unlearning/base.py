@@ -52,6 +52,7 @@ class UnlearnData:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes of the training data."""
         return self.train.num_classes
 
     @property

@@ -47,6 +47,10 @@ class FedContext:
 
 @dataclass
 class MethodOutcome:
+    """What a serve function returns: the final global state and its cost, plus what the run reports beside them
+    (diagnostics, what the server observed, per-request latency, the edge clock, the stage's wall time).
+    """
+
     state: dict[str, torch.Tensor]
     cost: Cost
     diagnostics: dict[str, Any] = field(default_factory=dict)

@@ -244,11 +244,17 @@ def serve_fed_opc(ctx: FedContext, requests, cfg: FedOPCConfig, start_state) -> 
 
 
 def serve_fed_ga(ctx: FedContext, requests, cfg: FedGAConfig, start_state) -> MethodOutcome:
+    """Gradient ascent on the requesters' forget data in unlearning rounds, until their forget accuracy is at most
+    ``stop_acc`` or ``max_rounds`` rounds were served.
+    """
     spec = local_spec(cfg, objective="ga", constraint="none", stop_acc=cfg.stop_acc)
     return unlearning_rounds(ctx, requests, cfg, spec, start_state, stop_acc=cfg.stop_acc)
 
 
 def serve_fed_rl(ctx: FedContext, requests, cfg: FedRLConfig, start_state) -> MethodOutcome:
+    """Random other labels on the requesters' forget data (with their own retain data), for ``max_rounds`` unlearning
+    rounds.
+    """
     spec = local_spec(cfg, objective="rl", constraint="none")
     return unlearning_rounds(ctx, requests, cfg, spec, start_state)
 

@@ -175,6 +175,9 @@ def format_markdown(runs: Sequence[Run], headers: Sequence[str], rows: Sequence[
 
 
 def parser(prog: str = "compare.py") -> argparse.ArgumentParser:
+    """The arguments of ``compare``: the run directories, the metrics shown, a Markdown copy of the table and the row
+    grouping.
+    """
     p = argparse.ArgumentParser(
         prog=prog,
         description="Compare methods and settings across fed-opc run directories (single or multi-seed).",

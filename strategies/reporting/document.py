@@ -16,22 +16,30 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Heading:
+    """A heading of ``level`` 1 to 6 (``#`` marks in Markdown, ``<hN>`` in HTML)."""
+
     text: str
     level: int = 2
 
 
 @dataclass
 class Para:
+    """A paragraph of text with inline markup."""
+
     text: str
 
 
 @dataclass
 class Bullets:
+    """A bulleted list; each item is text with inline markup."""
+
     items: list[str]
 
 
 @dataclass
 class Table:
+    """A table of text cells; ``numeric`` columns are right-aligned (and in HTML get no inline markup)."""
+
     headers: list[str]
     rows: list[list[str]]
     numeric: list[bool]
@@ -40,6 +48,8 @@ class Table:
 
 @dataclass
 class Image:
+    """A PNG figure with a caption: Markdown links ``rel_path``, HTML embeds ``data`` as a data URI."""
+
     rel_path: str  # relative to the run directory, e.g. plots/metrics.png
     caption: str
     data: bytes = b""

@@ -39,6 +39,9 @@ class MethodResult:
     request_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The method's entry in ``results.json``: setting, metrics and cost, plus diagnostics and edge costs when there
+        are any.
+        """
         out: dict[str, Any] = {
             "setting": self.setting,
             "metrics": self.metrics,

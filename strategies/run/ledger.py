@@ -23,6 +23,9 @@ class Ledger:
 
     @classmethod
     def load_or_new(cls, path: Path, request_ids: list[str], methods: list[str]) -> Ledger:
+        """The ledger saved at ``path`` (a resumed run), else a new one with every request pending; a saved ledger that
+        is damaged or holds other requests raises ``CheckpointError``.
+        """
         led = cls(path, request_ids, methods)
         if path.is_file():
             try:
@@ -41,9 +44,13 @@ class Ledger:
         return led
 
     def save(self) -> None:
+        """Write the ledger to ``path`` atomically."""
         write_json(self.path, {"requests": self.entries})
 
     def mark(self, request_ids: list[str], method: str, status: str) -> None:
+        """Record ``status`` for ``method`` on each of ``request_ids`` (a request is ``done`` once every method is),
+        then save.
+        """
         for r in request_ids:
             e = self.entries[r]
             e["methods"][method] = status
@@ -52,4 +59,5 @@ class Ledger:
         self.save()
 
     def done(self, method: str) -> bool:
+        """Whether ``method`` has served every request (False when there are none)."""
         return bool(self.entries) and all(e["methods"].get(method) == "done" for e in self.entries.values())

@@ -91,4 +91,7 @@ def store_in_cache(key: str, pre: dict[str, Any], interval: int, progress: bool)
 
 
 def cache_entry(pre: dict[str, Any]) -> dict[str, Any]:
+    """What the pretraining cache keeps of a pretraining result: its state, rounds, cost, update history and clock,
+    those present.
+    """
     return {k: pre[k] for k in ("state", "rounds", "cost", "updates", "clock") if k in pre}

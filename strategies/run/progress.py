@@ -51,12 +51,14 @@ class Progress:
             self.bar.update(done - self.bar.n)
 
     def update(self, rec: RoundRecord) -> None:
+        """Advance the bar by one round, showing ``rec``'s test accuracy when the round was evaluated."""
         if self.bar is not None:
             self.bar.update(1)
             if rec.test_acc == rec.test_acc:  # rounds between evaluations keep the last accuracy shown
                 self.bar.set_postfix(test_acc=f"{rec.test_acc:.3f}")
 
     def close(self) -> None:
+        """Close the bar (nothing to do when disabled)."""
         if self.bar is not None:
             self.bar.close()
 
@@ -71,6 +73,7 @@ def timing_line(timing: dict[str, Any]) -> str:
 
 
 def stage_line(progress: bool, text: str) -> None:
+    """Log ``text``; with ``progress``, also print it to stderr as ``[fed-opc] text``."""
     log.info(text)
     if progress:
         import sys

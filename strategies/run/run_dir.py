@@ -16,6 +16,7 @@ class RunDirError(ValueError):
 
 
 def default_out_dir(sc: Scenario) -> Path:
+    """``output.dir`` of the scenario, else ``runs/<name>`` (relative to the working directory)."""
     return Path(sc.output.dir) if sc.output.dir else Path("runs") / sc.name
 
 
