@@ -1,14 +1,16 @@
 """The pretraining cache: FL pretraining results stored under a key of everything they depend on.
 
 The key hashes the training data's bytes, the partition and data settings, the model, the federation's training
-settings, the seed, the number of pretraining rounds, the device type, and the source code of the training path. Any
-change to one of these gives a new key; settings that cannot change the numbers (the engine backend, Ray's address,
-timeouts, output paths, unlearning and attack settings) are left out, so e.g. a Ray run reuses an in-process run's
-model. The cache lives in ``$FED_OPC_CACHE_DIR`` (default ``~/.cache/fed_opc``).
+settings, the seed, the number of pretraining rounds, the device type, and the code of the training path (its syntax
+trees: comments, docstrings and formatting do not count). Any change to one of these gives a new key; settings that
+cannot change the numbers (the engine backend, Ray's address, timeouts, output paths, unlearning and attack settings)
+are left out, so e.g. a Ray run reuses an in-process run's model. The cache lives in ``$FED_OPC_CACHE_DIR`` (default
+``~/.cache/fed_opc``).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from pathlib import Path
@@ -38,15 +40,27 @@ TRAINING_PATH = (
 
 
 def code_fingerprint() -> str:
-    """SHA-256 of the paths and bytes of the ``TRAINING_PATH`` source files: a change to the training code is a new
-    cache key.
+    """SHA-256 of the paths and syntax trees (``code_tree``) of the ``TRAINING_PATH`` source files: a change to what
+    the training code does, or a moved file, is a new cache key; comments, docstrings and formatting are not.
     """
     h = hashlib.sha256()
     for pattern in TRAINING_PATH:
         for f in sorted(REPO_ROOT.glob(pattern)):
             h.update(str(f.relative_to(REPO_ROOT)).encode())
-            h.update(f.read_bytes())
+            h.update(code_tree(f.read_text()).encode())
     return h.hexdigest()
+
+
+def code_tree(source: str) -> str:
+    """``ast.dump`` of ``source`` with every module, class and function docstring removed (no line numbers)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def data_fingerprint(sd: ScenarioData) -> str:
