@@ -145,7 +145,11 @@ def short(label: str) -> str:
     """A plot label: the setting without the defaults' words."""
     for word in (", absolute", ", bn batch", ", penultimate", ", 1 ep, relative"):
         label = label.replace(word, ", relative" if "relative" in word else "")
-    return label.replace("lambda ", "\u03bb").replace(" rounds", " r").replace("server momentum", "srv mom")
+    for long, brief in (("fed_opc, ", "fed "), ("lambda ", "\u03bb"), (" rounds", " r"), ("server momentum", "srv mom"),
+                        ("batch norm frozen", "BN frozen"), ("forget batch ", "fb"), ("requesters ", "req"),
+                        ("server lr ", "srv lr "), (" ep", "ep")):  # fmt: skip
+        label = label.replace(long, brief)
+    return label
 
 
 def plot(rows: list[dict], path: Path, xmin: float = -0.5) -> None:
