@@ -1,6 +1,6 @@
 """The core library never imports the server side or the CLIs (scripts -> strategies -> fed_opc); the federated
 methods never import the run that calls them; the reporting package reads results only (no Flower, no training
-code)."""
+code); the core library reads the process environment in one module only."""
 
 import ast
 from pathlib import Path
@@ -69,3 +69,42 @@ def test_checker_sees_a_planted_import(tmp_path):
     p = tmp_path / "m.py"
     p.write_text("import os\nfrom strategies.x import y\n")
     assert "strategies" in _imports(p) and "strategies.x" in _modules(p)
+
+
+def _environment_uses(path: Path) -> list[str]:
+    """How ``path`` touches the process environment: ``os.environ.<method>``, ``os.environ[...]``, ``os.getenv``."""
+    uses = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+            inner = node.value
+            if isinstance(inner.value, ast.Name) and inner.value.id == "os" and inner.attr == "environ":
+                uses.append(f"os.environ.{node.attr}")
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute):
+            v = node.value
+            if isinstance(v.value, ast.Name) and v.value.id == "os" and v.attr == "environ":
+                uses.append("os.environ[]")
+        elif isinstance(node, ast.Attribute) and node.attr in ("getenv", "putenv") and isinstance(node.value, ast.Name):
+            if node.value.id == "os":
+                uses.append(f"os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            uses += [f"from os import {a.name}" for a in node.names if a.name in ("environ", "getenv")]
+    return uses
+
+
+def test_fed_opc_reads_the_environment_only_in_fed_opc_environment():
+    # fed_opc/environment.py reads the project's variables (FED_OPC_*), called from the edge; fed_opc/flower.py only
+    # sets defaults for the libraries it starts (Ray, Flower telemetry) before starting them
+    allowed = {"fed_opc/environment.py": {"os.environ.get"}, "fed_opc/flower.py": {"os.environ.setdefault"}}
+    found = {}
+    for path in sorted((REPO / "fed_opc").rglob("*.py")):
+        rel = str(path.relative_to(REPO))
+        uses = set(_environment_uses(path)) - allowed.get(rel, set())
+        if uses:
+            found[rel] = sorted(uses)
+    assert found == {}
+
+
+def test_environment_checker_sees_every_form(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import os\nfrom os import getenv\na = os.environ['X']\nb = os.getenv('Y')\nc = os.environ.get('Z')\n")
+    assert sorted(_environment_uses(f)) == ["from os import getenv", "os.environ.get", "os.environ[]", "os.getenv"]
