@@ -24,13 +24,29 @@ from strategies.reporting.values import (
     seed_count,
 )
 
+Column = tuple[str, Callable[[dict[str, Any]], Any], str]  # header, value of a method's entry, display kind
+
+
+def method_table(
+    methods: dict[str, Any], cols: list[Column], keep: Callable[[dict[str, Any]], bool] | None = None
+) -> Table:
+    """One row per method (in ``method_order``, those ``keep`` accepts): its name, setting and each column's value."""
+    rows, classes = [], []
+    for m in method_order(methods):
+        e = methods[m] if isinstance(methods[m], dict) else {}
+        if keep is not None and not keep(e):
+            continue
+        rows.append([m, str(e.get("setting", "–"))] + [fmt(get(e), kind) for _, get, kind in cols])
+        classes.append(str(e.get("setting", "")))
+    return Table(["method", "setting"] + [c[0] for c in cols], rows, [False, False] + [True] * len(cols), classes)
+
 
 def headline_table(results: dict[str, Any]) -> Table | None:
     """Method, setting, UA, RA, TA, MIA, avg_gap (percent), RTE, rounds, client samples, MB sent and the collapse flag."""
     methods = results.get("methods") or {}
     if not methods:
         return None
-    cols: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    cols: list[Column] = [
         ("UA %", lambda e: dig(e, "metrics", "UA"), "pct"),
         ("RA %", lambda e: dig(e, "metrics", "RA"), "pct"),
         ("TA %", lambda e: dig(e, "metrics", "TA"), "pct"),
@@ -46,12 +62,7 @@ def headline_table(results: dict[str, Any]) -> Table | None:
     ]
     # a column nobody has (TA_forgotten_classes outside class scope, MIA when not computed) is left out
     cols = [c for c in cols if any_method_has(results, c[1])]
-    rows, classes = [], []
-    for m in method_order(methods):
-        e = methods[m] if isinstance(methods[m], dict) else {}
-        rows.append([m, str(e.get("setting", "–"))] + [fmt(get(e), kind) for _, get, kind in cols])
-        classes.append(str(e.get("setting", "")))
-    return Table(["method", "setting"] + [c[0] for c in cols], rows, [False, False] + [True] * len(cols), classes)
+    return method_table(methods, cols)
 
 
 def _ta_all_if_different(e: dict[str, Any]) -> Any:
@@ -63,7 +74,7 @@ def _ta_all_if_different(e: dict[str, Any]) -> Any:
 def diagnostics_table(results: dict[str, Any]) -> Table | None:
     """Representation diagnostics: feature norms and their ratio, forget entropy, CKA, null-space share, dead units."""
     methods = results.get("methods") or {}
-    cols: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    cols: list[Column] = [
         ("forget norm", lambda e: dig(e, "metrics", "forget_feature_norm"), "num"),
         ("retain norm", lambda e: dig(e, "metrics", "retain_feature_norm"), "num"),
         ("forget / retain", _norm_ratio, "num"),
@@ -77,12 +88,7 @@ def diagnostics_table(results: dict[str, Any]) -> Table | None:
     cols = [c for c in cols if any_method_has(results, c[1])]
     if not methods or not cols:
         return None
-    rows, classes = [], []
-    for m in method_order(methods):
-        e = methods[m] if isinstance(methods[m], dict) else {}
-        rows.append([m, str(e.get("setting", "–"))] + [fmt(get(e), kind) for _, get, kind in cols])
-        classes.append(str(e.get("setting", "")))
-    return Table(["method", "setting"] + [c[0] for c in cols], rows, [False, False] + [True] * len(cols), classes)
+    return method_table(methods, cols)
 
 
 def _norm_ratio(e: dict[str, Any]) -> float | None:
@@ -150,7 +156,7 @@ def recovery_table(results: dict[str, Any]) -> Table | None:
     names = recovery_names(results)
     if not names:
         return None
-    cols: list[tuple[str, Callable[[dict[str, Any]], Any], str]] = [
+    cols: list[Column] = [
         ("model UA %", lambda e: dig(e, "metrics", "UA"), "pct"),
         ("floor UA %", lambda e: dig(e, "attacks", "recovery", "floor_UA"), "pct"),
         ("original model UA %", _original_ua, "pct"),
@@ -167,14 +173,7 @@ def recovery_table(results: dict[str, Any]) -> Table | None:
         restricted = (f"{a} UA restricted %", lambda e, a=a: dig(e, "attacks", "recovery", a, "UA_restricted"), "pct")
         if any_method_has(results, restricted[1]):
             cols.append(restricted)
-    rows, classes = [], []
-    for m in method_order(methods):
-        e = methods[m] if isinstance(methods[m], dict) else {}
-        if not isinstance(dig(e, "attacks", "recovery"), dict):
-            continue
-        rows.append([m, str(e.get("setting", "–"))] + [fmt(get(e), kind) for _, get, kind in cols])
-        classes.append(str(e.get("setting", "")))
-    return Table(["method", "setting"] + [c[0] for c in cols], rows, [False, False] + [True] * len(cols), classes)
+    return method_table(methods, cols, keep=lambda e: isinstance(dig(e, "attacks", "recovery"), dict))
 
 
 def _original_ua(e: dict[str, Any]) -> Any:
