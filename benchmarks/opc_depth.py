@@ -41,7 +41,7 @@ from fed_opc.metrics import EvalSet, evaluate_outputs, model_outputs
 from fed_opc.models import new_model
 from fed_opc.rng import numpy_rng
 from fed_opc.threads import torch_threads
-from fed_opc.train import train_loop
+from fed_opc.train import freeze_batch_norm, train_loop
 from fed_opc.unlearning import get_method, opc
 from fed_opc.unlearning.base import UnlearnData, optimizer_for, paired_stream, working_copy
 from strategies.attack_run import build_view
@@ -91,12 +91,6 @@ def variant_loss(v: Variant):
     return loss
 
 
-def freeze_bn(model: torch.nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 def per_class_accuracy(logits: torch.Tensor, labels: np.ndarray) -> list[float]:
     pred = logits.argmax(1).numpy()
     return [round(float((pred[labels == c] == c).mean()), 3) for c in np.unique(labels)]
@@ -117,16 +111,7 @@ def run_variant(pre, data: UnlearnData, v: Variant, seed: int):
         generator=numpy_rng(seed, "unlearn/opc"),
         device="cpu",
     )
-    if v.bn == "frozen":
-        orig_train = student.train
-
-        def train(mode: bool = True):
-            orig_train(mode)
-            if mode:
-                freeze_bn(student)
-            return student
-
-        student.train = train  # train_loop calls model.train(); keep batch norm on its running statistics
+    frozen = v.bn == "frozen"  # batch norm on its running statistics during the steps
     if v.head == "frozen":
         student.head.requires_grad_(False)
     opt = optimizer_for(student, v.lr, cfg.momentum, cfg.weight_decay)
@@ -142,13 +127,13 @@ def run_variant(pre, data: UnlearnData, v: Variant, seed: int):
         with torch.no_grad():
             r = float(student.features(xf).norm(dim=1).mean() / student.features(xr).norm(dim=1).mean().clamp_min(1e-9))
         student.train()
+        if frozen:
+            freeze_batch_norm(student)
         ratios.append((stats.steps, r))
         return r <= v.stop
 
-    stats = train_loop(student, variant_loss(v), batches, opt, should_stop=should_stop)
+    stats = train_loop(student, variant_loss(v), batches, opt, should_stop=should_stop, frozen_batch_norm=frozen)
     print(f"  steps {stats.steps} ratios {[(n, round(r, 3)) for n, r in ratios]}", flush=True)
-    if v.bn == "frozen":
-        del student.train
     student.head.requires_grad_(True)
     return student.eval()
 
