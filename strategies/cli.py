@@ -32,6 +32,11 @@ def simulate_parser(prog: str = "simulate.py") -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="do not read or fill the pretraining cache")
     p.add_argument("--backend", choices=["ray", "inprocess"], help="override federation.backend")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write results.json and log.txt only (python -m strategies.reporting OUT writes the report later)",
+    )
     return p
 
 
@@ -70,7 +75,12 @@ def simulate_main(argv: Sequence[str] | None = None, prog: str = "simulate.py") 
         return _fail(f"{args.scenario}: --resume and --overwrite exclude each other", 2)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        kw = {"overwrite": args.overwrite, "use_cache": not args.no_cache, "progress": not args.no_progress}
+        kw = {
+            "overwrite": args.overwrite,
+            "use_cache": not args.no_cache,
+            "progress": not args.no_progress,
+            "report": not args.no_report,
+        }
         if args.seeds is None:
             result = simulate(sc, args.out, resume=args.resume, **kw)
         else:

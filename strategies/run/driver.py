@@ -53,6 +53,7 @@ def simulate(
     overwrite: bool = False,
     use_cache: bool = True,
     progress: bool = False,
+    report: bool = True,
     engine: Callable[..., Any] | None = None,
 ) -> RunResult:
     """Run scenario ``sc`` and write its run directory.
@@ -65,6 +66,8 @@ def simulate(
     overwrite : replace a run of the same scenario that ``out_dir`` holds (without it, such a folder is refused).
     use_cache : reuse (and fill) the pretraining cache.
     progress : show progress bars on stderr.
+    report : write metrics.csv, the plots, report.md and report.html at the end. Without it the run directory holds
+        results.json and log.txt only (for sweeps); ``python -m strategies.reporting OUT`` writes the report later.
     engine : runs the server body instead of ``fed_opc.flower.run_apps`` (same arguments); ``strategies.flwr_app``
         passes one that runs it on the grid of a Flower ServerApp (``flwr run``).
 
@@ -100,14 +103,17 @@ def simulate(
                 write_text(out / "scenario.yaml", resolved)
             result.results["wall_s"] = time.perf_counter() - t0
             write_json(out / "results.json", result.results)
-            from strategies.reporting.report import write_report
-
-            t_report = time.perf_counter()
-            write_report(out, result.results, scenario_to_dict(sc))
             timing = result.results.setdefault("timing", {})
-            timing["report"] = time.perf_counter() - t_report
-            result.results["wall_s"] = time.perf_counter() - t0
-            write_json(out / "results.json", result.results)  # again, with the report's time
+            if report:
+                from strategies.reporting.report import write_report
+
+                t_report = time.perf_counter()
+                write_report(out, result.results, scenario_to_dict(sc))
+                timing["report"] = time.perf_counter() - t_report
+                result.results["wall_s"] = time.perf_counter() - t0
+                write_json(out / "results.json", result.results)  # again, with the report's time
+            else:
+                log.info("no report written (report=False); python -m strategies.reporting %s writes it", out)
             log.info("done in %.1f s; %s", result.results["wall_s"], timing_line(timing))
     return result
 

@@ -1,7 +1,9 @@
 """The apps on Flower's deployment runtime: a SuperLink and SuperNodes on 127.0.0.1, runs submitted with ``flwr run``.
 
 Every message a SuperNode receives is handled by a fresh ``flwr-clientapp`` process (Flower 1.42), which imports
-torch: a round costs seconds even for the tiny scenarios here, so these tests keep to 3 nodes and 2 rounds.
+torch: a round costs seconds even for the tiny scenarios here, so these tests keep to 3 nodes and 2 rounds, and each
+still takes about two minutes on 2 cores (most of it the SuperNodes' 3 s polling and a torch import per message). They
+are marked ``slow``: ``pytest -m slow tests/strategies/test_deployment.py`` runs them.
 """
 
 import json
@@ -73,6 +75,7 @@ def test_run_config_is_checked_and_passed_as_flwr_run_arguments():
     assert resolve_scenario_path("scenarios/mnist_quick.yaml") == REPO / "scenarios" / "mnist_quick.yaml"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_flwr_run_on_a_superlink_and_three_supernodes(tmp_path):
     scen = scenario_file(
@@ -107,6 +110,7 @@ def test_flwr_run_on_a_superlink_and_three_supernodes(tmp_path):
     assert without_timing(got) == without_timing(json.loads(json.dumps(ref.results)))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_a_supernode_killed_mid_round_is_a_counted_failure(tmp_path):
     scen = scenario_file(tmp_path, "killed", **{"federation.clients_per_round": 3, "federation.round_timeout_s": 90})

@@ -76,7 +76,7 @@ def calls(monkeypatch):
 
 def test_offline_requester_is_served_in_its_first_online_round(tmp_path, calls):
     raw = edge_scenario(tmp_path, ["fed_opc", "fed_finetune"], requester_online_from=5)
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     unlearn = [(pid, rnd) for name, pid, rnd, world, _ in calls if name == "handle_unlearn"]
     assert unlearn == [(1, 5)]  # offline in rounds 2-4, online from round 5: served there
     lat = r.results["requests"][0]["latency"]
@@ -135,8 +135,8 @@ def test_always_online_without_profiles_is_todays_federation(tmp_path):
     base["requests"] = [{"id": "gone", "client": 1, "scope": "client", "round": 2}]
     base["unlearning"] = {"methods": ["fed_opc", "fed_finetune"], "fed_opc": {"max_rounds": 1}}
     explicit = dict(base, federation=dict(base["federation"], availability={"kind": "always"}, devices={}))
-    a = simulate(parse_scenario(base), tmp_path / "a", use_cache=False)
-    b = simulate(parse_scenario(explicit), tmp_path / "b", use_cache=False)
+    a = simulate(parse_scenario(base), tmp_path / "a", use_cache=False, report=False)
+    b = simulate(parse_scenario(explicit), tmp_path / "b", use_cache=False, report=False)
 
     def strip(r):
         return {m: {k: v for k, v in x["metrics"].items() if k != "RTE_s"} for m, x in r.results["methods"].items()}
@@ -162,7 +162,7 @@ def test_requests_of_one_round_stay_excluded_while_each_waits_for_its_requester(
         {"id": "b", "client": 2, "scope": "client", "round": 2},
     ]
     raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": {"max_rounds": 1, "protocol": "two_phase"}}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     unlearn = [(pid, rnd) for name, pid, rnd, _, _ in calls if name == "handle_unlearn"]
     assert unlearn == [(1, 5), (2, 6)]  # "a" waits for client 1 (online from 5), then "b" is served next
     lat = r.results["requests"]
@@ -197,7 +197,7 @@ def test_a_stragglers_update_is_dropped_from_the_aggregate_and_counted(tmp_path,
     sc = parse_scenario(raw)
     slow = {pid for pid, p in edge_of(sc)[1].profile_of.items() if p.name == "slow"}
     assert len(slow) == 3
-    r = simulate(sc, tmp_path / "run", use_cache=False)
+    r = simulate(sc, tmp_path / "run", use_cache=False, report=False)
     assert [rnd for rnd, _ in aggregated] == [1, 2, 3, 4]
     assert all(pids and not set(pids) & slow for _, pids in aggregated)  # only fast devices were averaged
     # each round waited until the deadline: 4 rounds x 60 s on the simulated clock

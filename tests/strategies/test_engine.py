@@ -1,4 +1,4 @@
-"""The Flower apps on both engines: in-process grid and a real Ray run_simulation; cache; checkpoint resume."""
+"""The Flower apps on the in-process grid (the Ray engine: test_ray.py); cache; checkpoint resume."""
 
 import numpy as np
 import pytest
@@ -62,7 +62,7 @@ def test_excluded_request_is_dropped_and_remembered():
 
 def test_in_process_grid_pretrains(tmp_path):
     sc = tiny_scenario(**{"federation.rounds": 4, "data.num_clients": 5, "federation.clients_per_round": 3})
-    r = simulate(sc, tmp_path / "run", use_cache=False)
+    r = simulate(sc, tmp_path / "run", use_cache=False, report=False)
     rounds = r.results["pretrain"]["rounds"]
     assert [x["round"] for x in rounds] == [1, 2, 3, 4]
     assert all(len(x["clients"]) == 3 for x in rounds)
@@ -78,39 +78,29 @@ def test_in_process_grid_deep_copies_and_uses_random_node_ids():
     assert len(set(ids)) == 4 and not set(ids) & {0, 1, 2, 3}
 
 
-@pytest.mark.timeout(240)
-def test_ray_run_simulation_matches_in_process(tmp_path):
-    """A real Flower run on the Ray backend (2 actors), 3 clients x 2 rounds: same arrays as the in-process engine."""
-    kw = {"data.num_clients": 3, "federation.rounds": 2, "federation.clients_per_round": 2}
-    ray_run = simulate(tiny_scenario(**kw, **{"federation.backend": "ray"}), tmp_path / "ray", use_cache=False)
-    ip_run = simulate(tiny_scenario(**kw), tmp_path / "ip", use_cache=False)
-    a, b = ray_run.pretrained_state, ip_run.pretrained_state
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rs: [{k: v for k, v in x.items() if k != "wall_s"} for x in rs]  # noqa: E731
-    assert strip(ray_run.results["pretrain"]["rounds"]) == strip(ip_run.results["pretrain"]["rounds"])
-
-
 def test_cache_hit_and_miss(tmp_path, monkeypatch):
     monkeypatch.setenv("FED_OPC_CACHE_DIR", str(tmp_path / "cache"))
-    first = simulate(tiny_scenario(), tmp_path / "a")
+    first = simulate(tiny_scenario(), tmp_path / "a", report=False)
     assert first.results["pretrain"]["cached"] is False
-    second = simulate(tiny_scenario(), tmp_path / "b")
+    second = simulate(tiny_scenario(), tmp_path / "b", report=False)
     assert second.results["pretrain"]["cached"] is True
     assert second.results["pretrain"]["cache_key"] == first.results["pretrain"]["cache_key"]
     assert all(torch.equal(first.pretrained_state[k], second.pretrained_state[k]) for k in first.pretrained_state)
-    changed = simulate(tiny_scenario(**{"federation.lr": 0.02}), tmp_path / "c")
+    changed = simulate(tiny_scenario(**{"federation.lr": 0.02}), tmp_path / "c", report=False)
     assert changed.results["pretrain"]["cached"] is False
     assert changed.results["pretrain"]["cache_key"] != first.results["pretrain"]["cache_key"]
     # how the run executes is not part of the key
-    other_name = simulate(tiny_scenario(name="renamed", **{"federation.round_timeout_s": 99.0}), tmp_path / "d")
+    other_name = simulate(
+        tiny_scenario(name="renamed", **{"federation.round_timeout_s": 99.0}), tmp_path / "d", report=False
+    )
     assert other_name.results["pretrain"]["cached"] is True
-    no_cache = simulate(tiny_scenario(), tmp_path / "e", use_cache=False)
+    no_cache = simulate(tiny_scenario(), tmp_path / "e", use_cache=False, report=False)
     assert no_cache.results["pretrain"]["cached"] is False
 
 
 def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch):
     sc = tiny_scenario(**{"federation.rounds": 4})
-    full = simulate(sc, tmp_path / "full", use_cache=False)
+    full = simulate(sc, tmp_path / "full", use_cache=False, report=False)
 
     real_save = training_mod.save_checkpoint
 
@@ -121,9 +111,9 @@ def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training_mod, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        simulate(sc, tmp_path / "crashed", use_cache=False)
+        simulate(sc, tmp_path / "crashed", use_cache=False, report=False)
     monkeypatch.setattr(training_mod, "save_checkpoint", real_save)
-    resumed = simulate(sc, tmp_path / "crashed", use_cache=False, resume=True)
+    resumed = simulate(sc, tmp_path / "crashed", use_cache=False, resume=True, report=False)
     a, b = full.pretrained_state, resumed.pretrained_state
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda rs: [{k: v for k, v in x.items() if k != "wall_s"} for x in rs]  # noqa: E731
@@ -133,9 +123,9 @@ def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch):
 
 
 def test_same_seed_same_numbers_other_seed_differs(tmp_path):
-    a = simulate(tiny_scenario(), tmp_path / "a", use_cache=False)
-    b = simulate(tiny_scenario(), tmp_path / "b", use_cache=False)
-    c = simulate(tiny_scenario(seed=1), tmp_path / "c", use_cache=False)
+    a = simulate(tiny_scenario(), tmp_path / "a", use_cache=False, report=False)
+    b = simulate(tiny_scenario(), tmp_path / "b", use_cache=False, report=False)
+    c = simulate(tiny_scenario(seed=1), tmp_path / "c", use_cache=False, report=False)
     acc = lambda r: [x["test_acc"] for x in r.results["pretrain"]["rounds"]]  # noqa: E731
     assert acc(a) == acc(b)
     assert not np.array_equal(a.pretrained_state["head.weight"], c.pretrained_state["head.weight"])
@@ -158,9 +148,9 @@ def test_parallel_in_process_clients_give_the_sequential_results(tmp_path, monke
 
     monkeypatch.setattr(flower.InProcessGrid, "__init__", record)
     monkeypatch.setattr(flower.os, "cpu_count", lambda: 1)
-    one = simulate(parse_scenario(raw), tmp_path / "one", use_cache=False)
+    one = simulate(parse_scenario(raw), tmp_path / "one", use_cache=False, report=False)
     monkeypatch.setattr(flower.os, "cpu_count", lambda: 3)
-    three = simulate(parse_scenario(raw), tmp_path / "three", use_cache=False)
+    three = simulate(parse_scenario(raw), tmp_path / "three", use_cache=False, report=False)
     assert pools == [1, 3]
     for m in ("fed_opc", "fed_finetune"):
         a, b = one.states[m], three.states[m]

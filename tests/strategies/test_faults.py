@@ -19,7 +19,7 @@ def test_fault_config_accepts_a_mapping_and_checks_the_client():
 def test_a_crashing_client_is_counted_and_the_round_completes(tmp_path):
     raw = tiny(**{"federation.rounds": 3, "federation.clients_per_round": 4})
     raw["faults"] = {"crash": {"client": 2, "round": 2}}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     pre = r.results["pretrain"]
     assert pre["cost"]["failures"] == 1
     assert [x["round"] for x in pre["rounds"]] == [1, 2, 3] and all("test_acc" in x for x in pre["rounds"])
@@ -35,7 +35,7 @@ def test_a_requester_that_fails_is_retried_next_round(tmp_path):
         "fed_opc": {"max_rounds": 1, "stop_rule": "norm_ratio", "protocol": "two_phase"},
     }
     raw["faults"] = {"crash": {"client": 1, "round": 4, "world": "fed_opc"}}  # its first unlearning round
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     rounds = r.results["methods"]["fed_opc"]["diagnostics"]["unlearning_rounds"]
     assert [(x["round"], x["served"]) for x in rounds] == [(4, False), (5, True)]
     assert r.results["requests"][0]["status"] == "done"
@@ -48,6 +48,6 @@ def test_a_ray_actor_that_dies_does_not_stop_the_run(tmp_path):
     raw = tiny(**{"data.num_clients": 3, "federation.rounds": 3, "federation.clients_per_round": 3})
     raw["federation"] |= {"backend": "ray", "round_timeout_s": 120}
     raw["faults"] = {"die": {"client": 1, "round": 2}}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     assert r.results["pretrain"]["cost"]["failures"] >= 1
     assert [x["round"] for x in r.results["pretrain"]["rounds"]] == [1, 2, 3]

@@ -111,7 +111,10 @@ def test_the_log_names_rounds_without_evaluation_instead_of_printing_nan(tmp_pat
     from tests.helpers import tiny_scenario
 
     simulate(
-        tiny_scenario(**{"federation.rounds": 3, "federation.evaluate_every": 2}), tmp_path / "run", use_cache=False
+        tiny_scenario(**{"federation.rounds": 3, "federation.evaluate_every": 2}),
+        tmp_path / "run",
+        use_cache=False,
+        report=False,
     )
     lines = [x.split("INFO fed_opc: ")[1] for x in (tmp_path / "run" / "log.txt").read_text().splitlines()
              if "[pretrain] round" in x]  # fmt: skip

@@ -43,7 +43,7 @@ def unlearn_calls(monkeypatch):
 def test_unlearn_message_reaches_only_the_requester(tmp_path, unlearn_calls):
     raw = scenario(["fed_opc", "fed_ga"])
     raw["unlearning"]["fed_opc"] |= {"max_rounds": 2, "stop_ratio": 1e-6, "stop_rule": "norm_ratio"}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     assert unlearn_calls and {pid for pid, _ in unlearn_calls} == {1}
     assert [w for _, w in unlearn_calls].count("fed_opc") == 2
     diag = r.results["methods"]["fed_opc"]["diagnostics"]["unlearning_rounds"]
@@ -54,7 +54,7 @@ def test_unlearn_message_reaches_only_the_requester(tmp_path, unlearn_calls):
 def test_class_request_for_all_clients_contracts_on_every_holder(tmp_path, unlearn_calls):
     raw = scenario(["fed_opc"], [{"clients": "all", "scope": "class", "classes": [2], "round": 3}])
     raw["unlearning"]["fed_opc"] |= {"max_rounds": 1, "max_requesters": 5}
-    simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     assert sorted(pid for pid, _ in unlearn_calls) == [0, 1, 2, 3, 4]
 
 
@@ -74,16 +74,16 @@ def test_ledger_survives_a_crash_without_serving_twice(tmp_path, unlearn_calls, 
 
     monkeypatch.setattr(run_driver, "method_stage", crashing_stage)
     with pytest.raises(KeyboardInterrupt):
-        simulate(sc, tmp_path / "run", use_cache=False)
+        simulate(sc, tmp_path / "run", use_cache=False, report=False)
     ledger = json.loads((tmp_path / "run" / "checkpoints" / "ledger.json").read_text())["requests"]["r0"]
     assert ledger["methods"] == {"fed_ga": "done"} and ledger["status"] == "unlearning"
     served_ga = [w for _, w in unlearn_calls].count("fed_ga")
     monkeypatch.setattr(run_driver, "method_stage", real_stage)
-    r = simulate(sc, tmp_path / "run", use_cache=False, resume=True)
+    r = simulate(sc, tmp_path / "run", use_cache=False, resume=True, report=False)
     assert [w for _, w in unlearn_calls].count("fed_ga") == served_ga  # not served again
     assert [w for _, w in unlearn_calls].count("fed_opc") >= 1
     assert r.results["requests"][0]["status"] == "done"
-    fresh = simulate(sc, tmp_path / "fresh", use_cache=False)
+    fresh = simulate(sc, tmp_path / "fresh", use_cache=False, report=False)
     for m in ("fed_ga", "fed_opc"):
         a, b = fresh.states[m], r.states[m]
         assert all(torch.equal(a[k], b[k]) for k in a), m
@@ -188,7 +188,9 @@ def test_guard_refuses_a_planted_read_after_the_request_is_served():
 def test_fed_retrain_never_reads_forgotten_data(tmp_path, monkeypatch):
     monkeypatch.setenv("FED_OPC_CACHE_DIR", str(tmp_path / "cache"))
     raw = scenario(["fed_retrain"], [{"client": 2, "scope": "samples", "count": 20, "round": 3}])
-    simulate(parse_scenario(raw), tmp_path / "warm")  # fills the pretraining cache (pretraining reads everything)
+    simulate(
+        parse_scenario(raw), tmp_path / "warm"
+    )  # fills the pretraining cache (pretraining reads everything, report=False)
     reads, unguarded = [], []
     real_tensors, real_allow = GuardedDataset.tensors, GuardedDataset.allow_forget
     monkeypatch.setattr(
@@ -197,7 +199,7 @@ def test_fed_retrain_never_reads_forgotten_data(tmp_path, monkeypatch):
         lambda self, idx, device="cpu": (reads.append(np.array(idx)), real_tensors(self, idx, device))[1],
     )
     monkeypatch.setattr(GuardedDataset, "allow_forget", lambda self: (unguarded.append(1), real_allow(self))[1])
-    r = simulate(parse_scenario(raw), tmp_path / "run")
+    r = simulate(parse_scenario(raw), tmp_path / "run", report=False)
     assert r.results["pretrain"]["cached"]
     forget = prepare(parse_scenario(raw)).request("r0").forget
     read = np.concatenate(reads)
@@ -207,7 +209,7 @@ def test_fed_retrain_never_reads_forgotten_data(tmp_path, monkeypatch):
 def test_costs_are_bytes_times_messages(tmp_path):
     raw = scenario(["fed_finetune"], [{"client": 1, "scope": "samples", "fraction": 0.5, "round": 3}])
     raw["unlearning"]["fed_finetune"] = {"rounds": 2}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     sd = prepare(parse_scenario(raw))
     model_bytes = sum(v.numel() * v.element_size() for v in new_model(parse_scenario(raw), sd).state_dict().values())
     cost = r.results["methods"]["fed_finetune"]["cost"]

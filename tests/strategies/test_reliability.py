@@ -46,7 +46,7 @@ def test_requests_at_two_rounds_never_share_a_stage_checkpoint(tmp_path, train_c
     raw = two_round_requests(["fed_retrain", "fed_finetune", "fed_opc"])
     raw["unlearning"]["fed_finetune"] = {"rounds": 1}
     raw["unlearning"]["fed_opc"] = {"max_rounds": 1, "recovery_rounds": 1}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "resuming" not in log  # a fresh run resumes nothing
     # fed_retrain: 2 rounds from scratch for "first", 1 round on to round 3, 3 rounds from scratch for "second" (the
@@ -81,10 +81,10 @@ def test_every_stage_runs_with_the_scenario_thread_count(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # what an earlier job in this process left behind must not matter
     try:
-        a = simulate(parse_scenario(raw), tmp_path / "a", use_cache=False)
+        a = simulate(parse_scenario(raw), tmp_path / "a", use_cache=False, report=False)
         assert torch.get_num_threads() == 3  # restored after the run
         torch.set_num_threads(1)
-        b = simulate(parse_scenario(raw), tmp_path / "b", use_cache=False)
+        b = simulate(parse_scenario(raw), tmp_path / "b", use_cache=False, report=False)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -134,11 +134,11 @@ def test_resume_may_change_client_resources(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training_mod, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        simulate(parse_scenario(raw), out, use_cache=True)
+        simulate(parse_scenario(raw), out, use_cache=True, report=False)
     monkeypatch.setattr(training_mod, "save_checkpoint", real_save)
     yaml_before = (out / "scenario.yaml").read_text()
     raw["federation"]["client_resources"] = {"num_cpus": 2}
-    r = simulate(parse_scenario(raw), out, use_cache=True, resume=True)
+    r = simulate(parse_scenario(raw), out, use_cache=True, resume=True, report=False)
     assert len(r.results["pretrain"]["rounds"]) == 4
     log = (out / "log.txt").read_text()
     assert "resuming after round 2" in log and "not stored in the cache" in log
@@ -149,7 +149,7 @@ def test_unwritable_cache_is_a_warning(tmp_path, monkeypatch):
     blocker = tmp_path / "cache_is_a_file"
     blocker.write_text("")
     monkeypatch.setenv("FED_OPC_CACHE_DIR", str(blocker))
-    r = simulate(parse_scenario(tiny()), tmp_path / "run", use_cache=True)
+    r = simulate(parse_scenario(tiny()), tmp_path / "run", use_cache=True, report=False)
     assert r.results["pretrain"]["cached"] is False
     assert "cannot write the pretraining cache" in (tmp_path / "run" / "log.txt").read_text()
 
@@ -168,18 +168,18 @@ def test_damaged_attack_block_and_ledger(tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())["timing"] == first.results["timing"]
     assert "; pretraining " in (out / "log.txt").read_text().splitlines()[-1]
     (out / "checkpoints" / "attacks.finetune.json").write_text("{not json")
-    again = simulate(sc, out, use_cache=False, resume=True)
+    again = simulate(sc, out, use_cache=False, resume=True, report=False)
     assert again.results["methods"]["finetune"]["attacks"] == first.results["methods"]["finetune"]["attacks"]
     assert "attacks.finetune.json: damaged (JSONDecodeError); attacking again" in (out / "log.txt").read_text()
     (out / "checkpoints" / "ledger.json").write_text("[]")
     with pytest.raises(CheckpointError, match="corrupted ledger"):
-        simulate(sc, out, use_cache=False, resume=True)
+        simulate(sc, out, use_cache=False, resume=True, report=False)
 
 
 def test_methods_without_a_request_say_so(tmp_path):
     raw = tiny()
     raw["unlearning"] = {"methods": ["fed_opc", "opc"]}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     assert r.results["methods"] == {}
     assert r.results["warnings"] == ["the scenario has no deletion request: fed_opc, opc had nothing to serve"]
 
@@ -212,7 +212,7 @@ def test_out_under_a_file_is_refused(tmp_path):
     f = tmp_path / "file"
     f.write_text("")
     with pytest.raises(RunDirError, match="exists and is not a directory"):
-        simulate(sc, f / "run", use_cache=False)
+        simulate(sc, f / "run", use_cache=False, report=False)
 
 
 def test_sigterm_ends_the_run_like_ctrl_c_with_a_resume_hint(tmp_path, monkeypatch, capsys):
@@ -261,7 +261,7 @@ def test_inversion_runs_only_on_the_listed_methods(tmp_path):
     raw["unlearning"] = {"methods": ["finetune", "retrain"]}
     raw["attacks"] = {"inversion": {"targets": ["global_model"], "images": 1, "iterations": 2, "restarts": 1,
                                     "methods": ["retrain"]}}  # fmt: skip
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     assert "inversion" in r.results["methods"]["retrain"]["attacks"]
     assert "attacks" not in r.results["methods"]["finetune"]
     raw["attacks"]["inversion"]["methods"] = ["opc"]

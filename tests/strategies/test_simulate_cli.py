@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from strategies.cli import simulate_main
 from tests.helpers import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +46,15 @@ def full_scenario(tmp_path: Path, name="e2e", **over) -> Path:
 def run_cli(*args, timeout=300, **kw):
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", RAY_USAGE_STATS_ENABLED="0")
     return subprocess.run([*SIMULATE, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def cli(capsys, *args) -> tuple[int, str]:
+    """``simulate.py ARGS`` run in this process: (exit code, stderr). The subprocess form is kept for what needs a
+    process of its own (the exit status the shell sees, SIGKILL).
+    """
+    capsys.readouterr()
+    code = simulate_main([str(a) for a in args])
+    return code, capsys.readouterr().err
 
 
 def check_run_dir(out: Path) -> dict:
@@ -91,19 +101,28 @@ def check_run_dir(out: Path) -> dict:
     return r
 
 
-def test_cli_end_to_end_in_process(tmp_path):
-    scen = full_scenario(tmp_path)
-    res = run_cli(scen, "--out", tmp_path / "out", "--no-cache", "--no-progress")
-    assert res.returncode == 0, res.stderr[-3000:]
-    check_run_dir(tmp_path / "out")
+def test_cli_end_to_end_in_process(reference_run):
+    """``python scripts/simulate.py SCENARIO --out DIR`` in a process of its own writes the whole run directory."""
+    scen, _ = reference_run
+    check_run_dir(scen.parent / "ref")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_cli_end_to_end_on_ray(tmp_path):
     scen = full_scenario(tmp_path, **{"federation.backend": "ray"})
     res = run_cli(scen, "--out", tmp_path / "out", "--no-cache", "--no-progress", timeout=380)
     assert res.returncode == 0, res.stderr[-3000:]
     check_run_dir(tmp_path / "out")
+
+
+def test_bad_scenario_exit_status_seen_by_the_shell(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nfederation: {lr: -1}\n")
+    res = run_cli(p, "--out", tmp_path / "out", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: {p}: federation.lr: expected float > 0, got -1"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
@@ -118,38 +137,39 @@ def test_cli_end_to_end_on_ray(tmp_path):
         ("{{{", "not valid YAML"),
     ],
 )
-def test_bad_scenario_one_line_exit_2_nothing_written(tmp_path, content, expected):
+def test_bad_scenario_one_line_exit_2_nothing_written(tmp_path, content, expected, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     p = tmp_path / "bad.yaml"
     p.write_text(content)
-    res = run_cli(p, "--out", tmp_path / "out", cwd=tmp_path)
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    code, err = cli(capsys, p, "--out", tmp_path / "out")
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and expected in lines[0] and str(p) in lines[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("make", ["missing", "directory", "unreadable"])
-def test_bad_scenario_path(tmp_path, make):
+def test_bad_scenario_path(tmp_path, make, capsys):
     p = tmp_path / "s.yaml"
     if make == "directory":
         p.mkdir()
     elif make == "unreadable":
         p.write_bytes(b"\xff\xfe\x00 not utf-8 \xff")
-    res = run_cli(p, "--out", tmp_path / "out")
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    code, err = cli(capsys, p, "--out", tmp_path / "out")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(p) in err
     assert not (tmp_path / "out").exists()
 
 
-def test_out_holding_another_scenario_is_refused(tmp_path):
+def test_out_holding_another_scenario_is_refused(tmp_path, capsys):
     other = tmp_path / "out"
     other.mkdir()
     (other / "scenario.yaml").write_text("name: somebody_else\n")
-    res = run_cli(full_scenario(tmp_path), "--out", other, "--no-progress")
-    assert res.returncode == 2 and "holds a run of another scenario ('somebody_else')" in res.stderr
+    code, err = cli(capsys, full_scenario(tmp_path), "--out", other, "--no-progress")
+    assert code == 2 and "holds a run of another scenario ('somebody_else')" in err
     assert sorted(p.name for p in other.iterdir()) == ["scenario.yaml"]
 
 
-def test_data_root_with_a_corrupted_file(tmp_path, data_root):
+def test_data_root_with_a_corrupted_file(tmp_path, data_root, capsys):
     import shutil
 
     root = tmp_path / "data" / "cifar-10-batches-py"
@@ -166,19 +186,28 @@ def test_data_root_with_a_corrupted_file(tmp_path, data_root):
             }
         )
     )
-    res = run_cli(scen, "--out", tmp_path / "out")
-    assert res.returncode == 2 and "test_batch: md5" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    code, err = cli(capsys, scen, "--out", tmp_path / "out")
+    assert code == 2 and "test_batch: md5" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
-def test_seeds_give_a_summary_with_mean_and_std(tmp_path):
+def test_seeds_give_a_summary_with_mean_and_std(tmp_path, capsys):
     raw = tiny(name="e2e", **{"federation.rounds": 2})
     raw["requests"] = [{"client": 1, "scope": "samples", "fraction": 0.5, "round": 2}]
     raw["unlearning"] = {"methods": ["fed_opc", "opc"]}
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(raw))
-    res = run_cli(p, "--out", tmp_path / "out", "--seeds", "0", "1", "--no-cache", "--no-progress")
-    assert res.returncode == 0, res.stderr[-2000:]
+    code, err = cli(
+        capsys, p, "--out", tmp_path / "out", "--seeds", "0", "1", "--no-cache", "--no-progress", "--no-report"
+    )
+    assert code == 0, err[-2000:]
+    assert sorted(f.name for f in (tmp_path / "out" / "seed_0").iterdir()) == [
+        ".lock",
+        "checkpoints",
+        "log.txt",
+        "results.json",
+        "scenario.yaml",
+    ]  # --no-report: no metrics.csv, plots, report.md or report.html
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     text = json.dumps(s)
     assert '"mean"' in text and '"std"' in text and '"n": 2' in text
@@ -216,10 +245,10 @@ def reference_run(tmp_path_factory):
 @pytest.mark.parametrize(
     "stage_file",
     [
-        "pretrain.ckpt",  # killed during pretraining
+        pytest.param("pretrain.ckpt", marks=pytest.mark.slow),  # killed during pretraining
         "method.fed_opc.ckpt",  # during the federated methods
         pytest.param("centralized.ckpt", marks=pytest.mark.slow),
-        "attacks.fed_opc.json",  # during the attacks
+        pytest.param("attacks.fed_opc.json", marks=pytest.mark.slow),  # during the attacks
     ],
 )
 def test_sigkill_and_resume_gives_the_same_results(tmp_path, stage_file, reference_run):

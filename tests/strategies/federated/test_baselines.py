@@ -17,7 +17,7 @@ def test_every_federated_baseline_serves_a_request(tmp_path):
     methods = ["fed_eraser", "pga", "fed_ga", "fed_rl"]
     raw["unlearning"] = {"methods": methods, "fed_eraser": {"interval": 1}}
     sc = parse_scenario(raw)
-    r = simulate(sc, tmp_path / "run", use_cache=False)
+    r = simulate(sc, tmp_path / "run", use_cache=False, report=False)
     assert r.results["requests"][0]["status"] == "done"
     cost = {m: r.results["methods"][m]["cost"] for m in methods}
     # FedEraser stored every client update of the 3 pretraining rounds (interval 1): 3 rounds x 3 clients

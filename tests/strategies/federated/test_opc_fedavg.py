@@ -112,7 +112,7 @@ def test_fedavg_protocol_end_to_end(tmp_path):
     raw["requests"] = [{"id": "gone", "client": 1, "scope": "client", "round": 3}]
     fed_opc = {"protocol": "fedavg", "max_rounds": 3, "lambda": 1.0, "lr": 0.004}
     raw["unlearning"] = {"methods": ["fed_opc"], "fed_opc": fed_opc}
-    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False)
+    r = simulate(parse_scenario(raw), tmp_path / "run", use_cache=False, report=False)
     diag = r.results["methods"]["fed_opc"]["diagnostics"]
     assert diag["protocol"] == "fedavg"
     assert r.observed["fed_opc"]["gone"]["lr"] == 0.004  # the method's lr, not the federation's

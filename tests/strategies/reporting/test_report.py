@@ -386,16 +386,15 @@ def test_report_warns_first_when_the_pretrained_model_is_near_chance(tmp_path, d
     assert lines[2].startswith(expected) if warned else not any("near chance" in line for line in lines)
 
 
-def test_report_module_run_rebuilds_the_depth_section(tmp_path):
-    import subprocess
+def test_report_module_run_rebuilds_the_depth_section(tmp_path, monkeypatch):
+    import runpy
     import sys
 
     (tmp_path / "results.json").write_text(FIXTURE.read_text())
-    repo = Path(__file__).resolve().parents[3]
-    res = subprocess.run(
-        [sys.executable, "-m", "strategies.reporting", str(tmp_path)], cwd=repo, capture_output=True, text=True
-    )
-    assert res.returncode == 0, res.stderr
+    monkeypatch.setattr(sys, "argv", ["python -m strategies.reporting", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:  # ``python -m strategies.reporting RUN_DIR``, in this process
+        runpy.run_module("strategies.reporting", run_name="__main__")
+    assert done.value.code == 0
     md = (tmp_path / "report.md").read_text()
     assert "## Forgetting depth" in md and "- `fed_opc`: **deep**" in md
 
