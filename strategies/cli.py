@@ -1,4 +1,4 @@
-"""Command-line entry points: ``fed-opc simulate ...`` and ``scripts/simulate.py``.
+"""Command-line entry points: ``fed-opc simulate|compare|summary|report ...``; ``scripts/*.py`` call the same functions.
 
 Bad input (an invalid scenario, a missing or damaged dataset, an unusable ``--out``) prints one line to stderr and
 exits with code 2 before anything is written. An engine failure exits with 1; Ctrl-C leaves a resumable checkpoint
@@ -128,14 +128,43 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _compare(argv: Sequence[str], prog: str) -> int:
+    from strategies.reporting.compare import main as compare_main
+
+    return compare_main(argv, prog=prog)
+
+
+def _summary(argv: Sequence[str], prog: str) -> int:
+    from strategies.reporting.summary import main as summary_main
+
+    return summary_main(argv, prog=prog)
+
+
+def _report(argv: Sequence[str], prog: str) -> int:
+    from strategies.reporting.report import main as report_main
+
+    return report_main(argv, prog=prog)
+
+
+# command -> (entry point, what it does); the reporting commands import neither torch nor flwr
+COMMANDS = {
+    "simulate": (simulate_main, "run a scenario and write its run directory"),
+    "compare": (_compare, "compare the metrics of run directories side by side"),
+    "summary": (_summary, "(re)build the mean +- std summary of a multi-seed directory"),
+    "report": (_report, "(re)build metrics.csv, the plots, report.md and report.html of a run directory"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``fed-opc <command> ...``."""
+    """``fed-opc <command> ...``: one of ``COMMANDS``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"simulate": simulate_main}
-    if not argv or argv[0] not in commands:
-        print(f"usage: fed-opc {{{','.join(commands)}}} ...", file=sys.stderr)
-        return 2
-    return commands[argv[0]](argv[1:], prog=f"fed-opc {argv[0]}")
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"usage: fed-opc {{{','.join(COMMANDS)}}} ..."]
+        lines += [f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items()]
+        print("\n".join(lines), file=sys.stderr if not argv or argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    entry, _ = COMMANDS[argv[0]]
+    return entry(argv[1:], prog=f"fed-opc {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -340,9 +340,9 @@ def write_report(run_dir: Path, results: dict[str, Any], scenario: dict[str, Any
     return written + [md, page]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m strategies.reporting RUN_DIR``: rebuild the report of a finished run from its results.json."""
-    p = argparse.ArgumentParser(prog="python -m strategies.reporting", description=main.__doc__)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m strategies.reporting") -> int:
+    """``fed-opc report RUN_DIR``: (re)build the report of a finished run from its results.json."""
+    p = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     p.add_argument("run_dir", help="a run directory holding results.json")
     args = p.parse_args(argv)
     path = Path(args.run_dir) / "results.json"

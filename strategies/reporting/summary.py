@@ -299,9 +299,9 @@ def _seed_key(p: Path) -> tuple[int, str]:
     return (int(tail), "") if tail.isdigit() else (sys.maxsize, tail)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m strategies.reporting.summary DIR``: (re)build DIR's summary from its ``seed_*/results.json``."""
-    p = argparse.ArgumentParser(prog="python -m strategies.reporting.summary", description=main.__doc__)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m strategies.reporting.summary") -> int:
+    """``fed-opc summary DIR``: (re)build DIR's summary from its ``seed_*/results.json``."""
+    p = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     p.add_argument("run_dir", help="a multi-seed directory holding seed_*/results.json")
     args = p.parse_args(argv)
     try:
