@@ -20,7 +20,7 @@ import torch
 
 from fed_opc.data.datasets import DatasetPair
 from fed_opc.data.forget import GuardedDataset
-from fed_opc.metrics import EvalSet, Outputs, evaluate_outputs, model_outputs
+from fed_opc.metrics import EvalSet, evaluate_methods, model_outputs
 from fed_opc.models import FeatureModel
 from fed_opc.rng import numpy_rng
 from fed_opc.unlearning import CENTRALIZED, get_method
@@ -113,32 +113,28 @@ def run_centralized(
         max_retain=max_eval_retain,
     )
     original = model_outputs(pretrained, ev, device=device)
-    retrain_out: Outputs | None = None
-    retrain_metrics: dict[str, float] | None = None
 
-    runs: dict[str, MethodRun] = {}
+    results, walls = {}, {}
     for name in order:
         spec = CENTRALIZED[name]
         cfg = params.get(name) or spec.config()
         if not isinstance(cfg, spec.config):
             raise TypeError(f"params[{name!r}] must be a {spec.config.__module__}.Config, got {type(cfg).__name__}")
         gen = numpy_rng(seed, f"unlearn/{name}")
-        res, wall = _timed(lambda: spec.fn(pretrained, udata, cfg, generator=gen, device=device), device)  # noqa: B023
-        out = model_outputs(res.model, ev, device=device)
-        if name == "retrain":
-            retrain_out = out
-        metrics = evaluate_outputs(
-            out,
-            ev,
-            head_weight=res.model.head.weight,
-            original=original,
-            retrain=retrain_out,
-            retrain_metrics=retrain_metrics,
+        results[name], walls[name] = _timed(
+            lambda: spec.fn(pretrained, udata, cfg, generator=gen, device=device),  # noqa: B023
+            device,
         )
-        if name == "retrain":
-            retrain_metrics = metrics
-            metrics = metrics | {"avg_gap": 0.0}
-        metrics = {"RTE_s": wall} | metrics
+    metrics_of = evaluate_methods(
+        {name: model_outputs(res.model, ev, device=device) for name, res in results.items()},
+        {name: res.model.head.weight for name, res in results.items()},
+        ev,
+        original=original,
+        reference="retrain" if "retrain" in results else None,
+    )
+    runs: dict[str, MethodRun] = {}
+    for name, res in results.items():
+        metrics = {"RTE_s": walls[name]} | metrics_of[name]
         runs[name] = MethodRun(
             name=name,
             metrics=metrics,

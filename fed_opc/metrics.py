@@ -352,6 +352,35 @@ def evaluate_outputs(
     return {k: v for k, v in m.items() if not (isinstance(v, float) and not math.isfinite(v))}
 
 
+def evaluate_methods(
+    outputs: Mapping[str, Outputs],
+    head_weights: Mapping[str, torch.Tensor],
+    ev: EvalSet,
+    *,
+    original: Outputs,
+    reference: str | None = None,
+    reference_outputs: Outputs | None = None,
+) -> dict[str, dict[str, float]]:
+    """Every method's metrics block, each measured against the same retrained reference (both settings use this).
+
+    ``reference`` names the retrained model among ``outputs`` (``retrain`` centrally, ``fed_retrain`` in the
+    federation): each block's ``avg_gap`` and ``cka_vs_retrain`` are measured against it, its own being 0 and 1.
+    Without one, ``reference_outputs`` (the other setting's retrained model, if any) gives ``cka_vs_retrain`` only, and
+    no block has an ``avg_gap``. ``head_weights`` holds each model's last layer, for ``nullspace_share``.
+    """
+    if reference is not None:
+        ref_out = outputs[reference]
+        ref_metrics = evaluate_outputs(ref_out, ev, head_weight=head_weights[reference], original=original)
+    else:
+        ref_out, ref_metrics = reference_outputs, None
+    return {
+        m: evaluate_outputs(
+            out, ev, head_weight=head_weights[m], original=original, retrain=ref_out, retrain_metrics=ref_metrics
+        )
+        for m, out in outputs.items()
+    }
+
+
 def evaluate_unlearning(
     model: nn.Module,
     ev: EvalSet,

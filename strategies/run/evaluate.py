@@ -14,7 +14,7 @@ import torch
 from fed_opc.centralized import run_centralized
 from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.data.forget import union_forget
-from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_outputs, model_outputs
+from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_methods, model_outputs
 from fed_opc.models import FeatureModel, new_model
 from strategies.cost import Cost
 from strategies.run.progress import stage_line
@@ -72,7 +72,8 @@ def evaluate_all(
 
     The centralized methods' metrics are those ``fed_opc.centralized.run_centralized`` measured (their reference is
     the centralized ``retrain``); the federated methods' are measured here with ``fed_retrain`` as the reference (the
-    centralized ``retrain`` when the run has no ``fed_retrain``). Both call ``fed_opc.metrics.evaluate_outputs``.
+    centralized ``retrain``, for the CKA only, when the run has no ``fed_retrain``). Both settings go through
+    ``fed_opc.metrics.evaluate_methods``.
     ``timing["centralized_methods"]`` gets the centralized stage's seconds when it ran here.
     """
     forget = union_forget(sd.requests)
@@ -121,26 +122,18 @@ def evaluate_all(
         net.load_state_dict(st, strict=True)
         model_of[m] = net
     outputs = {m: model_outputs(net, ev, device=device) for m, net in model_of.items()}
-    fed_ref = "fed_retrain" if "fed_retrain" in outputs else None
-    ref_metrics = None
-    if fed_ref:
-        ref_metrics = evaluate_outputs(
-            outputs[fed_ref], ev, head_weight=model_of[fed_ref].head.weight, original=original
-        )
+    fed_metrics = evaluate_methods(
+        {m: outputs[m] for m in fed_methods},
+        {m: model_of[m].head.weight for m in fed_methods},
+        ev,
+        original=original,
+        reference="fed_retrain" if "fed_retrain" in fed_methods else None,
+        reference_outputs=outputs.get("retrain"),  # without fed_retrain: the centralized retrain, for the CKA only
+    )
     methods: dict[str, MethodResult] = {}
     for m in fed_methods:
         o = outcomes[m]
-        metrics = evaluate_outputs(
-            outputs[m],
-            ev,
-            head_weight=model_of[m].head.weight,
-            original=original,
-            retrain=outputs.get(fed_ref) if fed_ref else outputs.get("retrain"),
-            retrain_metrics=ref_metrics,
-        )
-        if m == fed_ref:
-            metrics["avg_gap"] = 0.0
-        metrics = {"RTE_s": o.wall_s} | metrics
+        metrics = {"RTE_s": o.wall_s} | fed_metrics[m]
         methods[m] = MethodResult("federated", o.state, metrics, o.cost, o.diagnostics, o.edge)
     for m in cen_methods:
         c = cen[m]

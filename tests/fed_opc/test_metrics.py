@@ -11,6 +11,7 @@ from fed_opc.metrics import (
     accuracy_from_logits,
     avg_gap,
     dead_units_share,
+    evaluate_methods,
     evaluate_outputs,
     evaluate_unlearning,
     is_collapsed,
@@ -266,3 +267,21 @@ def test_psnr_and_ssim_by_hand():
     img = torch.rand(2, 3, 16, 16, generator=g)
     assert ssim(img, img).tolist() == pytest.approx([1.0, 1.0])
     assert (ssim(torch.rand(2, 3, 16, 16, generator=g), img) < 0.5).all()
+
+
+def test_evaluate_methods_measures_every_block_against_one_reference(tiny):
+    data, model, forget, retain = tiny
+    ev = EvalSet.make(data.train, data.test, forget, retain, None, seed=0, forgotten_classes=(0,), max_retain=100)
+    other = build_model("small_cnn", 4, 3, generator=torch_rng(1, "test/metrics"), width=4)
+    outs = {"retrain": model_outputs(model, ev, device="cpu"), "opc": model_outputs(other, ev, device="cpu")}
+    heads = {"retrain": model.head.weight, "opc": other.head.weight}
+    got = evaluate_methods(outs, heads, ev, original=outs["opc"], reference="retrain")
+    assert list(got) == ["retrain", "opc"]
+    assert got["retrain"]["avg_gap"] == 0.0 and got["retrain"]["cka_vs_retrain"] == pytest.approx(1.0)
+    r, m = got["retrain"], got["opc"]
+    assert m["avg_gap"] == pytest.approx(np.mean([abs(m[k] - r[k]) for k in ("UA", "RA", "TA", "MIA")]))
+    assert m["cka_vs_original"] == pytest.approx(1.0)  # ``original`` was opc's own outputs
+    # no reference of its own setting: the other setting's retrained model gives the CKA, and nobody an avg_gap
+    alone = evaluate_methods({"opc": outs["opc"]}, heads, ev, original=outs["opc"], reference_outputs=outs["retrain"])
+    assert "avg_gap" not in alone["opc"] and alone["opc"]["cka_vs_retrain"] == pytest.approx(m["cka_vs_retrain"])
+    assert alone["opc"] == {k: v for k, v in m.items() if k != "avg_gap"}
