@@ -7,7 +7,7 @@ resolves its own data root):
 - ``FED_OPC_DATA_ROOT``: the dataset folder when a scenario's ``data.root`` is null (default ``~/.cache/fed_opc/data``);
 - ``FED_OPC_DATA_CHECKSUMS``: the CIFAR-10 checksum manifest when ``data.checksums`` is null (default: the official
   checksums);
-- ``FED_OPC_CACHE_DIR``: the pretrained-model cache (default ``~/.cache/fed_opc``).
+- ``FED_OPC_CACHE_DIR``: the pretrained-model cache and the decoded datasets (default ``~/.cache/fed_opc``).
 """
 
 from __future__ import annotations

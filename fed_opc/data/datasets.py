@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from fed_opc import environment
+from fed_opc.data.array_cache import entry_key, read_entry, write_entry
 from fed_opc.rng import numpy_rng
 
 MANIFEST_DIR = Path(__file__).parent / "manifests"
@@ -327,17 +329,55 @@ def default_data_root() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, root: str, download: bool, manifest: str | None, synthetic: tuple) -> DatasetPair:
+def _load_cached(
+    name: str, root: str, download: bool, manifest: str | None, synthetic: tuple, cache_root: str | None
+) -> DatasetPair:
     try:
-        if name == "cifar10":
-            return _load_cifar10(Path(root), download, Path(manifest) if manifest else None)
-        if name == "mnist":
-            return _load_mnist(Path(root), download)
+        if name in ("cifar10", "mnist"):
+            return _load_files(
+                name,
+                Path(root),
+                download,
+                Path(manifest) if manifest else None,
+                Path(cache_root) if cache_root else None,
+            )
     except OSError as e:  # a file or folder this user may not read: one line, not a traceback
         raise DataError(_unreadable(e, Path(root))) from None
     if name == "synthetic":
         return make_synthetic(*synthetic)
     raise ValueError(f"unknown dataset {name!r}")
+
+
+def _source_files(name: str, root: Path) -> tuple[Path, list[Path]]:
+    """The folder and the files that define dataset ``name`` under ``root`` (what a cache entry is keyed by)."""
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        return folder, [folder / f for f in (*CIFAR10_FILES, "batches.meta") if (folder / f).is_file()]
+    raw = root / "MNIST" / "raw"
+    return raw, [raw / f if (raw / f).is_file() else raw / (f + ".gz") for f in MNIST_MD5]
+
+
+def _load_files(name: str, root: Path, download: bool, manifest: Path | None, cache_root: Path | None) -> DatasetPair:
+    """Read CIFAR-10 or MNIST through the decoded-array cache (``array_cache``): verified and decoded once per entry."""
+
+    def decode() -> DatasetPair:
+        return _load_cifar10(root, download, manifest) if name == "cifar10" else _load_mnist(root, download)
+
+    if cache_root is None or not dataset_present(name, root):
+        return decode()  # no cache asked for, or files to download first (the next process finds them)
+    folder, sources = _source_files(name, root)
+    entry = cache_root / "arrays" / f"{name}-{entry_key(name, folder, sources, manifest)}"
+    splits = read_entry(entry, ArrayDataset)
+    if splits is None:
+        if entry.exists():  # damaged (read_entry warned): replaced; a process mapping its files keeps them
+            shutil.rmtree(entry, ignore_errors=True)
+        pair = decode()  # verifies the md5 sums first
+        if not write_entry(entry, name, {"train": pair.train, "test": pair.test}):
+            return pair
+        splits = read_entry(entry, ArrayDataset)
+        if splits is None:
+            return pair
+    return DatasetPair(splits["train"], splits["test"])
 
 
 def load_dataset(
@@ -348,8 +388,13 @@ def load_dataset(
     checksums: str | None = None,
     synthetic: tuple = (0, 2000, 500, 10, 16, 3, 0.25),
     base_dir: Path | None = None,
+    cache_dir: str | Path | None = None,
 ) -> DatasetPair:
     """Load a dataset once per process and return the shared train/test arrays.
+
+    CIFAR-10 and MNIST go through the decoded-array cache (:mod:`fed_opc.data.array_cache`) under ``cache_dir``
+    (default ``$FED_OPC_CACHE_DIR``, see :mod:`fed_opc.environment`): the md5 check and the decoding happen once per
+    cache entry, and every process maps the same arrays.
 
     Parameters
     ----------
@@ -358,10 +403,18 @@ def load_dataset(
     download : fetch with torchvision when the files are missing (needs a network).
     checksums : a checksum manifest (path or shipped name) for copies whose bytes differ from the official release.
     synthetic : (seed, num_train, num_test, num_classes, image_size, channels, noise) for ``name == "synthetic"``.
+    base_dir : the folder a relative manifest path is resolved against.
+    cache_dir : the cache folder; the entries go to its ``arrays/`` subfolder.
 
     """
     root_path = Path(root).expanduser() if root is not None else default_data_root()
     manifest = resolve_manifest(checksums, base_dir) if name == "cifar10" else None
+    cache_root = Path(cache_dir).expanduser() if cache_dir is not None else environment.cache_dir()
     return _load_cached(
-        name, str(root_path.resolve()), bool(download), str(manifest) if manifest else None, tuple(synthetic)
+        name,
+        str(root_path.resolve()),
+        bool(download),
+        str(manifest) if manifest else None,
+        tuple(synthetic),
+        str(cache_root),
     )
