@@ -49,7 +49,11 @@ def entry_key(dataset: str, folder: Path, sources: Sequence[Path], manifest: Pat
 def read_entry(entry: Path, make: Callable[..., object]) -> object | None:
     """The dataset pair stored in ``entry`` (images memory-mapped, labels read), or None when there is none."""
     meta_path = entry / "meta.json"
-    if not meta_path.is_file():
+    try:
+        if not meta_path.is_file():
+            return None
+    except OSError as e:  # a cache folder this user may not search: the data is read without the cache
+        log.warning("dataset cache %s not readable (%s); reading the files", entry.parent, e)
         return None
     try:
         meta = json.loads(meta_path.read_text())

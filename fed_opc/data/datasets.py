@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,8 +370,10 @@ def _load_files(name: str, root: Path, download: bool, manifest: Path | None, ca
     entry = cache_root / "arrays" / f"{name}-{entry_key(name, folder, sources, manifest)}"
     splits = read_entry(entry, ArrayDataset)
     if splits is None:
-        if entry.exists():  # damaged (read_entry warned): replaced; a process mapping its files keeps them
-            shutil.rmtree(entry, ignore_errors=True)
+        if os.access(entry.parent, os.W_OK | os.X_OK) and entry.is_dir():
+            shutil.rmtree(
+                entry, ignore_errors=True
+            )  # damaged (read_entry warned); a process mapping its files keeps them
         pair = decode()  # verifies the md5 sums first
         if not write_entry(entry, name, {"train": pair.train, "test": pair.test}):
             return pair

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +92,30 @@ def test_an_unwritable_cache_keeps_the_arrays_in_memory(mnist_copy, tmp_path, ca
         pair = load_dataset("mnist", mnist_copy, cache_dir=blocked)
     assert "not writable" in caplog.text
     assert not isinstance(pair.train.images, np.memmap) and pair.train.images.shape == (60000, 28, 28, 1)
+
+
+def test_a_cache_folder_this_user_cannot_search_reads_the_files(data_root):
+    import tempfile
+
+    from tests.fed_opc.test_config_data import _as_unprivileged
+
+    top = Path(tempfile.mkdtemp(prefix="fedopc_closed_cache_"))  # under /tmp: reachable by the unprivileged user
+    try:
+        top.chmod(0o755)
+        shutil.copytree(data_root / "MNIST", top / "data" / "MNIST")
+        for d, _, files in os.walk(top / "data"):
+            Path(d).chmod(0o755)
+            for f in files:
+                (Path(d) / f).chmod(0o644)
+        closed = top / "closed"
+        load_dataset("mnist", top / "data", cache_dir=closed)  # an entry exists, the user below may not reach it
+        closed.chmod(0o700)
+        datasets._load_cached.cache_clear()
+
+        def attempt() -> list[str]:
+            pair = load_dataset("mnist", top / "data", cache_dir=closed)
+            return [f"{type(pair.train.images).__name__} {pair.train.images.shape}"]
+
+        assert _as_unprivileged(attempt) == ["ndarray (60000, 28, 28, 1)"]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
