@@ -159,10 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``fed-opc <command> ...``: one of ``COMMANDS``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
+        asked = argv[:1] in (["-h"], ["--help"])  # the usage as an answer (stdout, 0) rather than an error (stderr, 2)
         lines = [f"usage: fed-opc {{{','.join(COMMANDS)}}} ..."]
         lines += [f"  {name:<9} {text}" for name, (_, text) in COMMANDS.items()]
-        print("\n".join(lines), file=sys.stderr if not argv or argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        print("\n".join(lines), file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     entry, _ = COMMANDS[argv[0]]
     return entry(argv[1:], prog=f"fed-opc {argv[0]}")
 

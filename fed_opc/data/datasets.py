@@ -370,10 +370,9 @@ def _load_files(name: str, root: Path, download: bool, manifest: Path | None, ca
     entry = cache_root / "arrays" / f"{name}-{entry_key(name, folder, sources, manifest)}"
     splits = read_entry(entry, ArrayDataset)
     if splits is None:
+        # a damaged entry (read_entry warned) is replaced; a process still mapping its files keeps them
         if os.access(entry.parent, os.W_OK | os.X_OK) and entry.is_dir():
-            shutil.rmtree(
-                entry, ignore_errors=True
-            )  # damaged (read_entry warned); a process mapping its files keeps them
+            shutil.rmtree(entry, ignore_errors=True)
         pair = decode()  # verifies the md5 sums first
         if not write_entry(entry, name, {"train": pair.train, "test": pair.test}):
             return pair
