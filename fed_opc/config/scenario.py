@@ -156,12 +156,14 @@ class InversionConfig:
 
 @dataclass(frozen=True)
 class AttacksConfig:
-    """``attacks``: the recovery attacks, their k-shot size and relearning steps, and inversion."""
+    """``attacks``: the recovery attacks, their k-shot size and relearning steps, inversion, and how many attack
+    tasks run side by side (``workers``; null: ``federation.server_threads``)."""
 
     recovery: tuple[str, ...] = ()
     k_shot: int = field(default=10, metadata=bounds(ge=1))
     relearn_steps: tuple[int, ...] = field(default=(1, 5, 20), metadata=bounds(ge=1))
     inversion: InversionConfig = InversionConfig()
+    workers: int | None = field(default=None, metadata=bounds(ge=1))
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,39 @@
 """The attack stage of a run: the scenario's attacks on every method's model, each method's block checkpointed.
 
 The attacks themselves, and the ``ServerView`` each one sees, are built by ``strategies.attack_run``; this module
-decides which to run, reads and writes their checkpoints, and records their times.
+decides which to run, runs them as independent tasks (one per method, plus the inversion's calibration reference)
+on ``attacks.workers`` worker threads (null: ``federation.server_threads``) of one torch thread each, reads and writes their checkpoints, and
+records their times.
+
+Every task owns copies of the models it reads (evaluation switches a model's train/eval mode, so two tasks must never
+share one) and draws only from its own seeded generators, so a method's block is the same whichever worker runs it,
+in whatever order, and with how many workers (tests/strategies/test_attack_stage.py).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Any
 
 from fed_opc.checkpoint import write_json
 from fed_opc.models import new_model
+from fed_opc.threads import torch_threads
 from strategies.run.progress import stage_line
+
+REFERENCE = "reference"  # the task and checkpoint name of the inversion's calibration rows
 
 
 def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path, results, progress) -> None:
-    """The scenario's attacks on every method's model; each method's block is checkpointed once done."""
+    """The scenario's attacks on every method's model; each method's block is checkpointed once done.
+
+    ``results["timing"]["attacks"]`` gets the stage's wall seconds here and ``results["timing"]["attack_tasks"]``
+    each task's own (they overlap when tasks run side by side), both only when a task ran in this process.
+    """
     att = sc.attacks
     if not (att.recovery or att.inversion.targets):
         return
@@ -24,34 +41,93 @@ def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path
 
     plots = ck.parent / "plots"
     plots.mkdir(exist_ok=True)
+    blocks: dict[str, Any] = {}
+    tasks: dict[str, Callable[[], Any]] = {}
     for m in results["methods"]:
-        path = ck / f"attacks.{m}.json"
-        block = _read_attack_checkpoint(path, progress)
-        if block is None:
-            stage_line(progress, f"attacks on {m}")
-            t_att = time.perf_counter()
+        blocks[m] = _read_attack_checkpoint(ck / f"attacks.{m}.json", progress)
+        if blocks[m] is None:
             obs = outcomes[m].observed if m in outcomes else None
-            block = attack_method(
-                sc, sd, m, pretrained, model_of[m], forget, tuple(classes), obs, lambda: new_model(sc, sd), plots
-            )
-            write_json(path, block)
-            results["timing"].setdefault("attacks", {})[m] = time.perf_counter() - t_att
-        if block:
-            results["methods"][m]["attacks"] = block
+            tasks[m] = _bind(
+                attack_method, sc, sd, m, _own(pretrained), _own(model_of[m]), forget, tuple(classes), obs,
+                lambda: new_model(sc, sd), plots,
+            )  # fmt: skip
+    if att.inversion.targets:
+        ref = _read_attack_checkpoint(ck / f"attacks.{REFERENCE}.json", progress)
+        if ref is None or "original_global_model" not in ref:
+            tasks[REFERENCE] = _bind(inversion_reference, sc, sd, new_model(sc, sd), _own(pretrained), forget, plots)
+        else:
+            blocks[REFERENCE] = ref
+    if tasks:
+        t0 = time.perf_counter()
+        workers = att.workers if att.workers is not None else sc.federation.server_threads
+        seconds = _run_tasks(tasks, workers, ck, blocks, progress)
+        timing = results["timing"]
+        timing["attacks"] = time.perf_counter() - t0
+        timing["attack_tasks"] = {name: seconds[name] for name in tasks}  # in task order, whatever finished first
+    for m in results["methods"]:
+        if blocks[m]:
+            results["methods"][m]["attacks"] = blocks[m]
     from strategies.reporting.depth import add_depth_gaps
 
     add_depth_gaps(results)  # each method's normalised recovery against its retrain reference's
-    if att.inversion.targets:
-        path = ck / "attacks.reference.json"
-        ref = _read_attack_checkpoint(path, progress)
-        if ref is None or "original_global_model" not in ref:
-            stage_line(progress, "attacks: inversion of the untrained and the original model (calibration)")
-            t_ref = time.perf_counter()
-            ref = inversion_reference(sc, sd, new_model(sc, sd), pretrained, forget, plots)
-            write_json(path, ref)
-            results["timing"].setdefault("attacks", {})["reference"] = time.perf_counter() - t_ref
-        results["inversion_reference"] = ref
+    if REFERENCE in blocks:
+        results["inversion_reference"] = blocks[REFERENCE]
         read_inversion_against_original(results)
+
+
+def _own(model):
+    """A task's own copy of a model that other tasks read too."""
+    return copy.deepcopy(model)
+
+
+def _bind(fn, *args) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+def _run_tasks(tasks: dict[str, Callable[[], Any]], workers: int, ck: Path, blocks, progress) -> dict[str, float]:
+    """Run ``tasks`` on up to ``workers`` threads (one torch thread each); each result is checkpointed as
+    ``attacks.<name>.json`` and put in ``blocks`` as soon as it is done. Returns each task's seconds. When a task
+    fails, the tasks not yet started are dropped, those under way finish and are checkpointed (no finished work is
+    lost), and the first failure is raised.
+    """
+    seconds: dict[str, float] = {}
+
+    def timed(name: str) -> Any:
+        stage_line(progress, f"attacks on {name}" if name != REFERENCE else
+                   "attacks: inversion of the untrained and the original model (calibration)")  # fmt: skip
+        t = time.perf_counter()
+        out = tasks[name]()
+        seconds[name] = time.perf_counter() - t
+        return out
+
+    def keep(name: str, block: Any) -> None:
+        write_json(ck / f"attacks.{name}.json", block)
+        blocks[name] = block
+
+    with torch_threads(1):  # set once for all workers: torch's thread count is global to the process
+        if workers <= 1 or len(tasks) == 1:
+            for name in tasks:
+                keep(name, timed(name))
+            return seconds
+        with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="attacks") as pool:
+            futures = {pool.submit(timed, name): name for name in tasks}
+            pending = set(futures)
+            failure: BaseException | None = None
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    if f.cancelled():
+                        continue
+                    if f.exception() is not None:
+                        if failure is None:
+                            failure = f.exception()
+                            for p in pending:
+                                p.cancel()
+                        continue
+                    keep(futures[f], f.result())
+            if failure is not None:
+                raise failure
+    return seconds
 
 
 def _read_attack_checkpoint(path: Path, progress: bool) -> dict | None:

@@ -64,9 +64,13 @@ class Progress:
 
 
 def timing_line(timing: dict[str, Any]) -> str:
-    """``stage 12.3 s, ...`` for the log (per-method entries summed under their stage)."""
+    """``stage 12.3 s, ...`` for the log (per-method entries summed under their stage; ``attack_tasks``, the attack
+    tasks' own seconds, which overlap, is left to results.json: ``attacks`` is that stage's wall time).
+    """
     parts = []
     for stage, v in timing.items():
+        if stage == "attack_tasks":
+            continue
         total = sum(v.values()) if isinstance(v, dict) else v
         parts.append(f"{stage} {total:.1f} s")
     return ", ".join(parts)

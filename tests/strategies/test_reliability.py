@@ -163,8 +163,8 @@ def test_damaged_attack_block_and_ledger(tmp_path, capsys):
     out = tmp_path / "run"
     first = simulate(sc, out, use_cache=False)
     # the stage breakdown: in results.json and in the log's last line
-    assert set(first.results["timing"]) == {"pretraining", "centralized_methods", "attacks", "report"}
-    assert list(first.results["timing"]["attacks"]) == ["finetune"]
+    assert set(first.results["timing"]) == {"pretraining", "centralized_methods", "attacks", "attack_tasks", "report"}
+    assert list(first.results["timing"]["attack_tasks"]) == ["finetune"]
     assert json.loads((out / "results.json").read_text())["timing"] == first.results["timing"]
     assert "; pretraining " in (out / "log.txt").read_text().splitlines()[-1]
     (out / "checkpoints" / "attacks.finetune.json").write_text("{not json")
