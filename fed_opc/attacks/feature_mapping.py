@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from fed_opc.attacks.recovery import Config, RecoveryOutput, eval_call, features_of, placed
+from fed_opc.attacks.recovery import Config, RecoveryOutput, features_of, frozen_readout, placed
 from fed_opc.attacks.view import ServerView
 
 
@@ -42,8 +42,8 @@ def feature_mapping(view: ServerView, cfg: Config, device: torch.device | str = 
     a, b = a.to(device), b.to(device)
     head = original.head
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        mapped = unlearned.features(x).double() @ a + b
+    def read(feats: torch.Tensor) -> torch.Tensor:
+        mapped = feats.double() @ a + b
         return head(mapped.to(head.weight.dtype))
 
-    return RecoveryOutput(predict=eval_call(unlearned, run), restrict_to=view.forgotten_classes)
+    return frozen_readout(unlearned, read, restrict_to=view.forgotten_classes)

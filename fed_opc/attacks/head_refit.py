@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from fed_opc.attacks.recovery import Config, RecoveryOutput, eval_call, features_of, fit_logistic, placed
+from fed_opc.attacks.recovery import Config, RecoveryOutput, features_of, fit_logistic, frozen_readout, placed
 from fed_opc.attacks.view import ServerView
 from fed_opc.train import predict
 
@@ -23,6 +23,4 @@ def head_refit(view: ServerView, cfg: Config, device: torch.device | str = "cpu"
     cal = view.calibration
     targets = predict(original, cal.data, cal.idx, device=device).argmax(1).numpy()
     head = fit_logistic(features_of(unlearned, cal, device), targets, view.num_classes, cfg.logistic_c)
-    return RecoveryOutput(
-        predict=eval_call(unlearned, lambda x: head(unlearned.features(x))), restrict_to=view.forgotten_classes
-    )
+    return frozen_readout(unlearned, head, restrict_to=view.forgotten_classes)

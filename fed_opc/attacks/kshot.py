@@ -20,6 +20,7 @@ from fed_opc.attacks.recovery import (
     eval_call,
     features_of,
     fit_logistic,
+    frozen_readout,
     kshot_samples,
     per_class,
     placed,
@@ -34,7 +35,7 @@ def probe(view: ServerView, cfg: Config, device: torch.device | str = "cpu") -> 
     unlearned = placed(view.unlearned, device)
     shots = kshot_samples(view, cfg)
     head = fit_logistic(features_of(unlearned, shots, device), shots.labels, view.num_classes, cfg.logistic_c)
-    return RecoveryOutput(predict=eval_call(unlearned, lambda x: head(unlearned.features(x))))
+    return frozen_readout(unlearned, head)
 
 
 def forget_probe(view: ServerView, cfg: Config, device: torch.device | str = "cpu") -> RecoveryOutput:
@@ -89,10 +90,10 @@ def prototype(view: ServerView, cfg: Config, device: torch.device | str = "cpu")
     # nearest-mean decision and makes the posterior as sharp as the data say.
     two_var = 2.0 * max(var, 1e-30)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        d2 = torch.cdist(unlearned.features(x).double(), means).pow(2)
+    def read(feats: torch.Tensor) -> torch.Tensor:
+        d2 = torch.cdist(feats.double(), means).pow(2)
         s = -d2 / two_var
         s[:, ~seen.to(device)] = -torch.inf
         return s.float()
 
-    return RecoveryOutput(predict=eval_call(unlearned, run))
+    return frozen_readout(unlearned, read)

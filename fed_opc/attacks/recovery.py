@@ -85,6 +85,9 @@ class RecoveryOutput:
     among : set for a classifier that only chooses among these classes (``forget_probe``): scored as ``acc`` and
         ``chance`` on the forget samples of these classes instead of ``UA``.
     stages : ``(cumulative steps, predictor)`` per budget (``relearn``); ``predict`` is the last one.
+    on_features : the same classifier as a function of the unlearned model's penultimate features (eval mode), for
+        the read-outs of frozen features (``fm``, ``hr``, ``probe``, ``prototype``): :func:`run_recovery` then
+        scores them all on one feature pass over the forget set instead of one pass each.
 
     """
 
@@ -92,6 +95,12 @@ class RecoveryOutput:
     restrict_to: tuple[int, ...] = ()
     among: tuple[int, ...] = ()
     stages: tuple[tuple[int, Predictor], ...] = ()
+    on_features: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def frozen_readout(unlearned: nn.Module, head: Callable[[torch.Tensor], torch.Tensor], **kw) -> RecoveryOutput:
+    """The output of a read-out ``head`` of the unlearned model's frozen penultimate features."""
+    return RecoveryOutput(predict=eval_call(unlearned, lambda x: head(unlearned.features(x))), on_features=head, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,14 +253,26 @@ def add_normalised_recovery(block: dict[str, object], acc_original: float) -> di
     return block
 
 
+SCORE_BATCH = 512  # forget samples per forward pass when scoring (also the chunk of ``features_of``)
+
+
 def scores_on(
-    predictor: Predictor, forget: SampleSet, device: torch.device | str, batch_size: int = 512
+    predictor: Predictor, forget: SampleSet, device: torch.device | str, batch_size: int = SCORE_BATCH
 ) -> torch.Tensor:
     """The predictor's scores (N, num_classes) on every forget sample, on CPU."""
     out = []
     for start in range(0, len(forget), batch_size):
         x, _ = forget.data.tensors(forget.idx[start : start + batch_size], device)
         out.append(predictor(x).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def scores_from_features(head: Callable[[torch.Tensor], torch.Tensor], feats: torch.Tensor, device) -> torch.Tensor:
+    """A read-out's scores from precomputed features, chunk by chunk as :func:`scores_on` feeds images: the same
+    numbers as running the model on the images (the features of ``features_of`` come in the same chunks).
+    """
+    out = [head(feats[i : i + SCORE_BATCH].to(device)).float().cpu() for i in range(0, len(feats), SCORE_BATCH)]
     return torch.cat(out)
 
 
@@ -270,8 +291,17 @@ def _ua(scores: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] | Non
     return float((scores.argmax(1) != labels).double().mean())
 
 
-def score(output: RecoveryOutput, forget: SampleSet, *, device: torch.device | str = "cpu") -> dict[str, object]:
+def score(
+    output: RecoveryOutput,
+    forget: SampleSet,
+    *,
+    device: torch.device | str = "cpu",
+    features: Callable[[], torch.Tensor] | None = None,
+) -> dict[str, object]:
     """Score an attack's output on the forget set (ground truth).
+
+    ``features``: gives the unlearned model's penultimate features of ``forget`` (computed once, shared by the
+    read-outs that have ``on_features``); without it every read-out runs the model on the forget images.
 
     Returns
     -------
@@ -294,13 +324,19 @@ def score(output: RecoveryOutput, forget: SampleSet, *, device: torch.device | s
             "chance": 1.0 / len(among),
             "entropy": mean_entropy(s),
         }
-    s = scores_on(output.predict, forget, device)
+    if output.on_features is not None and features is not None:
+        s = scores_from_features(output.on_features, features(), device)
+    else:
+        s = scores_on(output.predict, forget, device)
     out: dict[str, object] = {"UA": _ua(s, labels), "floor_UA": floor_ua(forget.labels), "entropy": mean_entropy(s)}
     if len(output.restrict_to) >= 2:
         out["UA_restricted"] = _ua(s, labels, output.restrict_to)
     if output.stages:
         out["steps"] = [int(n) for n, _ in output.stages]
-        out["UA_steps"] = [_ua(scores_on(p, forget, device), labels) for _, p in output.stages]
+        # the last stage is ``predict`` itself, already scored above
+        out["UA_steps"] = [
+            _ua(s if p is output.predict else scores_on(p, forget, device), labels) for _, p in output.stages
+        ]
     return out
 
 
@@ -355,9 +391,16 @@ def run_recovery(
         settings or Config(), k_shot=int(k_shot), relearn_steps=tuple(int(s) for s in relearn_steps), seed=int(seed)
     )
     result: dict[str, object] = {"floor_UA": floor_ua(forget.labels)}
+    shared: list[torch.Tensor] = []
+
+    def forget_features() -> torch.Tensor:  # one pass of the unlearned model over the forget set, on first use
+        if not shared:
+            shared.append(features_of(placed(view.unlearned, device), forget, device))
+        return shared[0]
+
     for name in names:
         try:
-            entry = score(RECOVERY[name](view, cfg, device), forget, device=device)
+            entry = score(RECOVERY[name](view, cfg, device), forget, device=device, features=forget_features)
         except NotApplicable as e:
             log.info("recovery attack %s does not apply: %s", name, e)
             continue

@@ -157,7 +157,8 @@ class InversionConfig:
 @dataclass(frozen=True)
 class AttacksConfig:
     """``attacks``: the recovery attacks, their k-shot size and relearning steps, inversion, and how many attack
-    tasks run side by side (``workers``; null: ``federation.server_threads``)."""
+    tasks run side by side (``workers``; null: ``federation.server_threads``).
+    """
 
     recovery: tuple[str, ...] = ()
     k_shot: int = field(default=10, metadata=bounds(ge=1))

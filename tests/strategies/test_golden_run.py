@@ -49,6 +49,9 @@ def golden_scenario() -> dict[str, Any]:
         "k_shot": 5,
         "relearn_steps": [1],
         "inversion": {"targets": ["global_model", "model_difference"], "images": 1, "iterations": 2, "restarts": 1},
+        # one attack task at a time, so that the log's attack lines come in one order (with more workers the tasks'
+        # lines interleave; the numbers do not change: tests/strategies/test_attack_stage.py)
+        "workers": 1,
     }
     return raw
 

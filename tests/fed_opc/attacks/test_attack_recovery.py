@@ -298,3 +298,24 @@ def test_run_recovery_refuses_leaked_ground_truth(data):
         run_recovery(view, ["nope"], forget)
     with pytest.raises(ValueError, match="aux"):
         run_recovery(ServerView(original=model, unlearned=model, calibration=cal), ["probe"], forget)
+
+
+def test_one_shared_feature_pass_scores_exactly_as_running_each_predictor(data, trained):
+    # More than one scoring chunk (512), so the shared pass and the per-attack passes must chunk alike.
+    more = load_dataset("synthetic", synthetic=(1, 1200, 4, NUM_CLASSES, 8, 3, 0.25)).train
+    forget = SampleSet(more, np.arange(len(more)))
+    _, cal, aux = split(data, [0, 1])
+    unlearned = reencoded(trained)
+    view = ServerView(original=trained, unlearned=unlearned, calibration=cal, forgotten_classes=(0, 1), aux=aux)
+    cfg = Config(k_shot=5)
+    calls = []
+
+    def features():
+        calls.append(1)
+        return predict(unlearned, forget.data, forget.idx, what="features")
+
+    for name in ("fm", "hr", "probe", "prototype"):
+        out = RECOVERY[name](view, cfg, "cpu")
+        assert out.on_features is not None
+        assert score(out, forget, features=features) == score(out, forget)  # bit for bit
+    assert len(calls) == 4 and len(forget) == 1200
