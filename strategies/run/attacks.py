@@ -104,7 +104,12 @@ def _run_tasks(tasks: dict[str, Callable[[], Any]], workers: int, ck: Path, bloc
         write_json(ck / f"attacks.{name}.json", block)
         blocks[name] = block
 
-    with torch_threads(1):  # set once for all workers: torch's thread count is global to the process
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    # Set once for all workers: torch's and the BLAS libraries' thread counts are global to the process. One thread
+    # each, so N workers use N cores (a BLAS pool per worker would oversubscribe them) and the numbers do not depend
+    # on the machine's core count.
+    with torch_threads(1), threadpool_limits(limits=1):
         if workers <= 1 or len(tasks) == 1:
             for name in tasks:
                 keep(name, timed(name))
