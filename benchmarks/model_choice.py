@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -112,11 +113,24 @@ def speed(sc, body: str | None = None, threads: int = 1, steps: int = 30, repeat
     return 1.0 / best
 
 
-def fedavg(sc, eval_every: int = 0, threads: int = 2, body: str | None = None, augment: bool = False) -> dict:
+def fedavg(
+    sc,
+    eval_every: int = 0,
+    threads: int = 2,
+    body: str | None = None,
+    augment: bool = False,
+    server_momentum: float = 0.0,
+    server_lr: float = 1.0,
+    cosine: bool = False,
+) -> dict:
     """Pretrain ``sc``'s model by FedAvg as the federation does; returns accuracies, time and throughput.
 
     ``body``: train the :func:`body_model` candidate of that plan (with ``model.norm``) instead of ``model.arch``.
     ``augment``: apply :func:`crop_flip` to every local batch.
+    ``server_momentum``, ``server_lr``: FedAvgM (Hsu et al. 2019) candidates: the server keeps a momentum buffer ``v``
+    of the average update ``d`` of the floating-point parameters (``v = server_momentum * v + d``) and steps
+    ``server_lr * v``; buffers (batch-norm statistics) take the plain average. 0 and 1: FedAvg.
+    ``cosine``: the clients' learning rate decays from ``federation.lr`` to 0 over the rounds (cosine).
     """
     torch.set_num_threads(threads)
     sd = prepare(sc)
@@ -124,8 +138,11 @@ def fedavg(sc, eval_every: int = 0, threads: int = 2, body: str | None = None, a
     model = candidate(sc, sd, body)
     glob = {k: v.clone() for k, v in model.state_dict().items()}
     params = sum(p.numel() for p in model.parameters())
+    trained = {n for n, _ in model.named_parameters()}
+    velocity = {k: torch.zeros_like(glob[k], dtype=torch.float64) for k in trained}
     train_s, samples, curve = 0.0, 0, []
     for rnd in range(1, fed.rounds + 1):
+        lr = fed.lr * 0.5 * (1 + math.cos(math.pi * (rnd - 1) / fed.rounds)) if cosine else fed.lr
         t = time.perf_counter()
         states, weights = [], []
         for pid in sample_clients(sc.seed, rnd, range(sd.num_clients), fed.clients_per_round):
@@ -133,7 +150,7 @@ def fedavg(sc, eval_every: int = 0, threads: int = 2, body: str | None = None, a
             if len(idx) == 0:
                 continue
             model.load_state_dict(glob, strict=True)
-            opt = make_optimizer(model.parameters(), OptimConfig(fed.lr, fed.momentum, fed.weight_decay))
+            opt = make_optimizer(model.parameters(), OptimConfig(lr, fed.momentum, fed.weight_decay))
             rng = numpy_rng(sc.seed, "client_train/pretrain", rnd, pid)
             batches = supervised_batches(sd.data.train, idx, fed.batch_size, fed.local_epochs, rng)
             if augment:
@@ -142,7 +159,11 @@ def fedavg(sc, eval_every: int = 0, threads: int = 2, body: str | None = None, a
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
             weights.append(len(idx))
         total = sum(weights)
-        glob = {k: sum(s[k].double() * (w / total) for s, w in zip(states, weights)).to(glob[k].dtype) for k in glob}
+        avg = {k: sum(s[k].double() * (w / total) for s, w in zip(states, weights)) for k in glob}
+        for k in trained:
+            velocity[k] = server_momentum * velocity[k] + (avg[k] - glob[k].double())
+            avg[k] = glob[k].double() + server_lr * velocity[k]
+        glob = {k: avg[k].to(glob[k].dtype) for k in glob}
         train_s += time.perf_counter() - t
         if (eval_every and rnd % eval_every == 0) or rnd == fed.rounds:
             model.load_state_dict(glob, strict=True)
@@ -167,6 +188,9 @@ def main() -> None:
         "--body", default=None, help="train a candidate conv stack instead of model.arch, e.g. 32,M,64,M,128"
     )
     p.add_argument("--augment", action="store_true", help="random crop + horizontal flip of every local batch")
+    p.add_argument("--server-momentum", type=float, default=0.0, help="FedAvgM server momentum (0: FedAvg)")
+    p.add_argument("--server-lr", type=float, default=1.0, help="server step on the (momentum) update (1: FedAvg)")
+    p.add_argument("--cosine", action="store_true", help="clients' lr decays to 0 over the rounds (cosine)")
     p.add_argument("--speed", action="store_true", help="only time training steps (samples/s, best of 5), 1 thread")
     p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N rounds (0: only at the end)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (2: the cores of two 1-CPU Ray actors)")
@@ -183,14 +207,17 @@ def main() -> None:
     print(
         f"{sc.name}: {('body ' + args.body) if args.body else m.arch} norm={m.norm} width={m.width} | {sc.data.num_clients} clients "
         f"{sc.data.partition.kind}, {f.rounds} rounds x {f.clients_per_round} clients x {f.local_epochs} epochs, "
-        f"batch {f.batch_size}, lr {f.lr}, momentum {f.momentum}{', crop+flip' if args.augment else ''}",
+        f"batch {f.batch_size}, lr {f.lr}{' cosine' if args.cosine else ''}, momentum {f.momentum}"
+        f"{', crop+flip' if args.augment else ''}, server momentum {args.server_momentum} lr {args.server_lr}",
         flush=True,
     )
     prepare(sc)  # load the data outside the timed rounds
     if args.speed:
         print(f"samples/s {speed(sc, args.body):.0f} (1 thread, batch {f.batch_size})")
         return
-    r = fedavg(sc, args.eval_every, args.threads, args.body, args.augment)
+    r = fedavg(
+        sc, args.eval_every, args.threads, args.body, args.augment, args.server_momentum, args.server_lr, args.cosine
+    )
     print(
         f"params {r['params']:,}  samples/s {r['samples_per_s']:.0f}  test acc {r['test_acc']:.4f}  "
         f"train {r['train_s']:.1f} s  ({os.cpu_count()} cpus, {args.threads} threads)"
