@@ -6,7 +6,8 @@ real data, forget set and model, with ``attacks.workers`` 1 and then N, in one r
 Every "method" is a copy of the same model (the scenario's seeded initial model, or ``--state``: a fed-opc checkpoint
 such as a run's ``checkpoints/pretrain.ckpt``): an attack's cost does not depend on the weights it attacks, so the
 stage's cost is that of a run with as many methods. The scenario's attacks run as set, except the inversion's
-iterations (``--iterations``; the scenarios' 2,000 take about 2 minutes per method on one core). Prints the stage's
+iterations (``--iterations``; the scenarios' 2,000 take about 1.5 minutes per method on one core; 0: recovery
+attacks only). Prints the stage's
 wall seconds for each worker count, their ratio, and whether both gave the same blocks (they must).
 """
 
@@ -47,12 +48,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("scenario")
     p.add_argument("--methods", type=int, default=4, help="how many methods' models to attack")
-    p.add_argument("--iterations", type=int, default=200, help="inversion iterations per restart")
+    p.add_argument("--iterations", type=int, default=200, help="inversion iterations per restart (0: no inversion)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="the side-by-side worker count")
     p.add_argument("--state", default=None, help="attack this model state (a fed-opc checkpoint) instead")
     args = p.parse_args()
     sc = load_scenario(args.scenario)
-    inv = dataclasses.replace(sc.attacks.inversion, iterations=args.iterations)
+    inv = sc.attacks.inversion
+    inv = (
+        dataclasses.replace(inv, iterations=args.iterations)
+        if args.iterations
+        else dataclasses.replace(inv, targets=())
+    )
     sc = dataclasses.replace(sc, attacks=dataclasses.replace(sc.attacks, inversion=inv))
     sd = prepare(sc)
     model = new_model(sc, sd)
