@@ -69,11 +69,12 @@ def main() -> None:
     forget = union_forget(sd.requests)
     classes = sorted({c for r, s in zip(sc.requests, sd.requests) if r.clients == "all" for c in s.classes})
     names = [f"method{i}" for i in range(args.methods)]
-    print(
-        f"{sc.name}: {len(names)} methods + the calibration rows; recovery {list(sc.attacks.recovery)}, inversion "
-        f"{list(inv.targets)} x {inv.images} images x {inv.iterations} iterations x {inv.restarts} restarts",
-        flush=True,
+    inversion = (
+        f"inversion {list(inv.targets)} x {inv.images} images x {inv.iterations} iterations x {inv.restarts} restarts"
+        if inv.targets
+        else "no inversion"
     )
+    print(f"{sc.name}: {len(names)} methods; recovery {list(sc.attacks.recovery)}, {inversion}", flush=True)
     t1, r1 = stage(sc, sd, model, names, forget, classes, 1)
     print(f"  1 worker:  {t1:7.1f} s", flush=True)
     tn, rn = stage(sc, sd, model, names, forget, classes, args.workers)
