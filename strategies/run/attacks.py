@@ -2,8 +2,8 @@
 
 The attacks themselves, and the ``ServerView`` each one sees, are built by ``strategies.attack_run``; this module
 decides which to run, runs them as independent tasks (one per method, plus the inversion's calibration reference)
-on ``attacks.workers`` worker threads (null: ``federation.server_threads``) of one torch thread each, reads and writes their checkpoints, and
-records their times.
+on ``attacks.workers`` threads (null: ``federation.server_threads``) of one torch thread each, reads and writes
+their checkpoints, and records their times.
 
 Every task owns copies of the models it reads (evaluation switches a model's train/eval mode, so two tasks must never
 share one) and draws only from its own seeded generators, so a method's block is the same whichever worker runs it,
@@ -86,21 +86,18 @@ def _bind(fn, *args) -> Callable[[], Any]:
 
 def _run_tasks(tasks: dict[str, Callable[[], Any]], workers: int, ck: Path, blocks, progress) -> dict[str, float]:
     """Run ``tasks`` on up to ``workers`` threads (one torch thread each); each result is checkpointed as
-    ``attacks.<name>.json`` and put in ``blocks`` as soon as it is done. Returns each task's seconds. When a task
-    fails, the tasks not yet started are dropped, those under way finish and are checkpointed (no finished work is
-    lost), and the first failure is raised.
+    ``attacks.<name>.json`` and put in ``blocks`` by the worker as soon as it is done. Returns each task's seconds.
+    When a task fails (or the run is interrupted), the tasks not yet started are dropped, those under way finish and
+    are checkpointed (no finished work is lost), and the failure is raised.
     """
     seconds: dict[str, float] = {}
 
-    def timed(name: str) -> Any:
+    def run(name: str) -> None:
         stage_line(progress, f"attacks on {name}" if name != REFERENCE else
                    "attacks: inversion of the untrained and the original model (calibration)")  # fmt: skip
         t = time.perf_counter()
-        out = tasks[name]()
+        block = tasks[name]()
         seconds[name] = time.perf_counter() - t
-        return out
-
-    def keep(name: str, block: Any) -> None:
         write_json(ck / f"attacks.{name}.json", block)
         blocks[name] = block
 
@@ -112,26 +109,17 @@ def _run_tasks(tasks: dict[str, Callable[[], Any]], workers: int, ck: Path, bloc
     with torch_threads(1), threadpool_limits(limits=1):
         if workers <= 1 or len(tasks) == 1:
             for name in tasks:
-                keep(name, timed(name))
+                run(name)
             return seconds
-        with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="attacks") as pool:
-            futures = {pool.submit(timed, name): name for name in tasks}
-            pending = set(futures)
-            failure: BaseException | None = None
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    if f.cancelled():
-                        continue
-                    if f.exception() is not None:
-                        if failure is None:
-                            failure = f.exception()
-                            for p in pending:
-                                p.cancel()
-                        continue
-                    keep(futures[f], f.result())
-            if failure is not None:
-                raise failure
+        pool = ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="attacks")
+        try:
+            futures = [pool.submit(run, name) for name in tasks]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    raise f.exception()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # drop what has not started; let what runs finish
     return seconds
 
 
