@@ -30,7 +30,7 @@ from typing import Any
 
 from strategies.reporting.depth import depth_section
 from strategies.reporting.document import Heading, Para, Table, to_markdown
-from strategies.reporting.tables import headline_table, per_request_table, recovery_table
+from strategies.reporting.tables import headline_table, inversion_table, per_request_table, recovery_table
 from strategies.reporting.values import dig, flatten_method, fmt, method_order, number, request_values
 
 SCHEMA_VERSION = 2
@@ -141,8 +141,9 @@ def summarize(seed_results: list[dict]) -> dict:
     Returns
     -------
     ``summary.json`` content: ``{"schema_version", "kind": "summary", "scenario", "seeds", "n_seeds", "std",
-    "pretrain": {"final_test_acc", "rounds", "cost", "cached"}, "requests": [...], "methods": {...}, "wall_s"}`` where
-    every number of the methods and requests blocks is ``{"mean", "std", "n"}`` (see the module docstring).
+    "pretrain": {"final_test_acc", "rounds", "cost", "cached"}, "requests": [...], "methods": {...},
+    "inversion_reference": {...}, "wall_s"}`` where every number of the methods, requests and inversion reference
+    blocks is ``{"mean", "std", "n"}`` (see the module docstring; a flag such as ``informative`` counts as 0 / 1).
 
     Raises
     ------
@@ -175,6 +176,9 @@ def summarize(seed_results: list[dict]) -> dict:
         merged = _merge(entries)
         if merged is not None:
             out["methods"][m] = merged
+    refs = _merge([r["inversion_reference"] for r in seed_results if isinstance(r.get("inversion_reference"), dict)])
+    if refs is not None:
+        out["inversion_reference"] = refs  # the inversion's calibration rows (original and untrained model)
     walls = [r["wall_s"] for r in seed_results if _is_num(r.get("wall_s"))]
     if walls:
         out["wall_s"] = stats(walls)
@@ -201,7 +205,9 @@ def summary_csv_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, Any, 
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """``summary.md``: the headline, per-request, recovery and depth tables as mean ± std over seeds."""
+    """``summary.md``: the headline, per-request, recovery, depth and inversion tables as mean ± std over seeds (the
+    inversion's ``informative`` as the number of seeds whose calibration row was informative).
+    """
     n = summary.get("n_seeds", "?")
     seeds = ", ".join(str(s) for s in summary.get("seeds") or [])
     blocks: list[Any] = [
@@ -215,6 +221,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         ("Headline", headline_table(summary)),
         ("UA per request", per_request_table(summary)),
         ("Recovery attacks", recovery_table(summary)),
+        ("Gradient inversion", inversion_table(summary)),
     ):
         if table is not None:
             blocks += [Heading(heading), table]

@@ -216,7 +216,10 @@ def inversion_table(results: dict[str, Any]) -> Table | None:
             if is_stats(v.get("psnr")):
                 gain = {"mean": gain, "std": None, "n": seed_count(v.get("psnr"))} if gain is not None else None
             with_labels |= v.get("label_acc") is not None
-            flag = {True: "yes", False: "no"}.get(v.get("informative"), "–")
+            informative = v.get("informative")  # a summary's is a 0/1 mean over seeds: shown as k/n seeds
+            flag = (
+                fmt(informative, "flag") if is_stats(informative) else {True: "yes", False: "no"}.get(informative, "–")
+            )
             rows.append(
                 [
                     m,

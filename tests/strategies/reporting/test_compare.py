@@ -230,3 +230,25 @@ def test_compare_reads_normalised_recovery_and_the_gap_to_retrain(tmp_path):
     fed_opc = next(r for r in rows if r[2] == "fed_opc")
     # fm UA 0.72, floor UA 0.75, original forget accuracy 0.95: (0.28 - 0.25) / 0.70; fed_retrain's (0.45 - 0.25) / 0.70
     assert fed_opc[4:] == ["0.04", "-0.24", "95.0"]
+
+
+def test_summary_has_the_inversion_with_its_calibration_rows(tmp_path):
+    runs = []
+    for s, (orig, flat, informative, opc) in enumerate([(19.0, 16.0, True, 17.0), (15.5, 15.0, False, 15.0)]):
+        r = seed(s, 0.2)
+        r["inversion_reference"] = {
+            "original_global_model": {"psnr": orig, "baseline_psnr": flat, "informative": informative},
+            "untrained_global_model": {"psnr": 18.0, "baseline_psnr": flat},
+        }
+        r["methods"]["opc"]["attacks"] = {"inversion": {"global_model": {"psnr": opc, "baseline_psnr": flat}}}
+        runs.append(r)
+    summary = summarize(runs)
+    original = summary["inversion_reference"]["original_global_model"]
+    assert original["psnr"] == {"mean": 17.25, "std": stats([19.0, 15.5])["std"], "n": 2}
+    assert original["informative"]["mean"] == 0.5  # one seed of two
+    md = write_summary(tmp_path, runs)[1].read_text()
+    assert "## Gradient inversion" in md
+    # PSNR 17.25 ± 2.47, flat 15.50 ± 0.71, gain 17.25 - 15.50 = 1.75, informative in 1 of 2 seeds
+    assert "| original (calibration) | – | global_model | 17.25 ± 2.47 | 15.50 ± 0.71 | 1.75 |" in md
+    assert "| 1/2 |" in md
+    assert "| opc | centralized | global_model | 16.00 ± 1.41 | 15.50 ± 0.71 | 0.50 |" in md
