@@ -7,8 +7,8 @@ Every "method" is a copy of the same model (the scenario's seeded initial model,
 such as a run's ``checkpoints/pretrain.ckpt``): an attack's cost does not depend on the weights it attacks, so the
 stage's cost is that of a run with as many methods. The scenario's attacks run as set, except the inversion's
 iterations (``--iterations``; the scenarios' 2,000 take about 1.5 minutes per method on one core; 0: recovery
-attacks only). Prints the stage's
-wall seconds for each worker count, their ratio, and whether both gave the same blocks (they must).
+attacks only). Prints the stage's wall seconds for each worker count, their ratio, and whether both gave the same
+blocks (they must).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fed_opc.config import load_scenario  # noqa: E402
 from fed_opc.data.forget import union_forget  # noqa: E402
-from fed_opc.data.scenario_data import prepare  # noqa: E402
+from fed_opc.data.scenario_data import forgotten_classes, prepare  # noqa: E402
 from fed_opc.models import new_model  # noqa: E402
 from strategies.run.attacks import attack_all  # noqa: E402
 
@@ -67,7 +67,7 @@ def main() -> None:
 
         model.load_state_dict(load_checkpoint(Path(args.state))["state"], strict=True)
     forget = union_forget(sd.requests)
-    classes = sorted({c for r, s in zip(sc.requests, sd.requests) if r.clients == "all" for c in s.classes})
+    classes = forgotten_classes(sc)
     names = [f"method{i}" for i in range(args.methods)]
     inversion = (
         f"inversion {list(inv.targets)} x {inv.images} images x {inv.iterations} iterations x {inv.restarts} restarts"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -391,12 +392,8 @@ def run_recovery(
         settings or Config(), k_shot=int(k_shot), relearn_steps=tuple(int(s) for s in relearn_steps), seed=int(seed)
     )
     result: dict[str, object] = {"floor_UA": floor_ua(forget.labels)}
-    shared: list[torch.Tensor] = []
-
-    def forget_features() -> torch.Tensor:  # one pass of the unlearned model over the forget set, on first use
-        if not shared:
-            shared.append(features_of(placed(view.unlearned, device), forget, device))
-        return shared[0]
+    # one pass of the unlearned model over the forget set, on first use, for every read-out of frozen features
+    forget_features = functools.cache(lambda: features_of(placed(view.unlearned, device), forget, device))
 
     for name in names:
         try:

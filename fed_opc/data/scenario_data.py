@@ -246,13 +246,20 @@ def attacker_split(seed: int, test_idx: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.sort(idx[:half]), np.sort(idx[half:])
 
 
+def forgotten_classes(sc) -> list[int]:
+    """The classes removed from every client (class requests with ``clients: all``), sorted: in class scope they leave
+    the test set (TA, MIA), and the attacks read them out.
+    """
+    return sorted({int(c) for r in sc.requests if r.clients == "all" for c in r.classes})
+
+
 def check_attack_pools(sc, sd: ScenarioData) -> None:
     """``forget_probe`` reads out every forgotten class (of ``clients: all`` requests, two or more) from the attacker's
     labelled pool: each must have a sample there.
     """
     if "forget_probe" not in sc.attacks.recovery:
         return
-    forgotten = sorted({c for r in sc.requests if r.clients == "all" for c in r.classes})
+    forgotten = forgotten_classes(sc)
     if len(forgotten) < 2:
         return
     _, pool = attacker_split(sc.seed, sd.test_idx)

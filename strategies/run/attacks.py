@@ -48,13 +48,13 @@ def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path
         if blocks[m] is None:
             obs = outcomes[m].observed if m in outcomes else None
             tasks[m] = _bind(
-                attack_method, sc, sd, m, _own(pretrained), _own(model_of[m]), forget, tuple(classes), obs,
+                attack_method, sc, sd, m, _Own(pretrained), _Own(model_of[m]), forget, tuple(classes), obs,
                 lambda: new_model(sc, sd), plots,
             )  # fmt: skip
     if att.inversion.targets:
         ref = _read_attack_checkpoint(ck / f"attacks.{REFERENCE}.json", progress)
         if ref is None or "original_global_model" not in ref:
-            tasks[REFERENCE] = _bind(inversion_reference, sc, sd, new_model(sc, sd), _own(pretrained), forget, plots)
+            tasks[REFERENCE] = _bind(inversion_reference, sc, sd, new_model(sc, sd), _Own(pretrained), forget, plots)
         else:
             blocks[REFERENCE] = ref
     if tasks:
@@ -75,13 +75,18 @@ def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path
         read_inversion_against_original(results)
 
 
-def _own(model):
-    """A task's own copy of a model that other tasks read too."""
-    return copy.deepcopy(model)
+class _Own:
+    """A model that other tasks read too: the task gets its own copy, made when it starts (so that at most one set of
+    copies per worker exists at a time).
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
 
 
 def _bind(fn, *args) -> Callable[[], Any]:
-    return lambda: fn(*args)
+    """``fn(*args)`` as a task, each ``_Own`` argument copied when the task starts."""
+    return lambda: fn(*(copy.deepcopy(a.model) if isinstance(a, _Own) else a for a in args))
 
 
 def _run_tasks(tasks: dict[str, Callable[[], Any]], workers: int, ck: Path, blocks, progress) -> dict[str, float]:

@@ -14,6 +14,7 @@ import torch
 from fed_opc.centralized import run_centralized
 from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.data.forget import union_forget
+from fed_opc.data.scenario_data import forgotten_classes
 from fed_opc.metrics import EvalSet, accuracy_from_logits, evaluate_methods, model_outputs
 from fed_opc.models import FeatureModel, new_model
 from strategies.cost import Cost
@@ -78,7 +79,7 @@ def evaluate_all(
     """
     forget = union_forget(sd.requests)
     retain = np.setdiff1d(sd.pool, forget)
-    classes = sorted({c for r, s in zip(sc.requests, sd.requests) if r.clients == "all" for c in s.classes})
+    classes = forgotten_classes(sc)
     device = torch.device("cpu")
     pretrained = new_model(sc, sd)
     pretrained.load_state_dict(pre_state, strict=True)
