@@ -217,16 +217,19 @@ def inversion_reference(
     row with ``margin_db`` and ``informative``), on the forget images the methods are attacked on.
     """
     with torch_threads(1):
-        untrained = _global_model_inversion(
+        untrained = global_model_inversion(
             sc, sd, init_model, forget_idx, plots_dir / "inversion_reference_untrained.png", device
         )
-        orig = _global_model_inversion(
+        orig = global_model_inversion(
             sc, sd, original, forget_idx, plots_dir / "inversion_reference_original.png", device
         )
     return {"untrained_global_model": untrained, "original_global_model": calibration(orig)}
 
 
-def _global_model_inversion(sc, sd, model, forget_idx, grid: Path, device) -> dict[str, Any]:
+def global_model_inversion(sc, sd, model, forget_idx, grid: Path, device, per_image: bool = False) -> dict[str, Any]:
+    """The ``global_model`` target on ``model``'s single-image gradients of the forget images the methods are attacked
+    on (``inversion_picks``); ``per_image`` keeps each image's row.
+    """
     cfg = InversionConfig.from_scenario(sc.attacks.inversion, seed=sc.seed)
     picks = inversion_picks(sc, sd, forget_idx, cfg.images)
     x, y = sd.data.train.tensors(picks, device)
@@ -243,7 +246,8 @@ def _global_model_inversion(sc, sd, model, forget_idx, grid: Path, device) -> di
         device=device,
         grid_path=str(grid),
     )
-    res.pop("per_image", None)
+    if not per_image:
+        res.pop("per_image", None)
     log.info(
         "inversion of the %s: PSNR %.2f dB (flat own-mean image %.2f dB)", grid.stem, res["psnr"], res["baseline_psnr"]
     )

@@ -151,6 +151,7 @@ class InversionConfig:
     lr: float = field(default=0.1, metadata=bounds(gt=0))
     tv: float | None = field(default=None, metadata=bounds(ge=0))
     bn_stats: float = field(default=0.0, metadata=bounds(ge=0))
+    combine: Literal["mean", "best"] = "mean"  # the restarts' pixel mean, or the best gradient match alone
     methods: tuple[str, ...] = ()  # the methods whose results are inverted (empty: every method)
 
 

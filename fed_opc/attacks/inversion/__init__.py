@@ -4,10 +4,12 @@ The attack is Inverting Gradients (Geiping et al., "Inverting Gradients -- How e
 learning?", NeurIPS 2020): find images whose gradient has the highest cosine similarity with the observed one, summed
 over all parameters, plus a total-variation prior; Adam on the sign of the image gradient, learning rate 0.1 decayed
 x0.1 at 3/8, 5/8 and 7/8 of the iterations, images clamped to the valid range at every step, a start close to the mean
-colour, several restarts keeping the best gradient match. Labels are given or inferred from the last-layer bias
-gradient as in iDLG (Zhao et al., "iDLG: Improved deep leakage from gradients", 2020; extended to a batch by reading
-every negative entry). A multi-step local update is inverted by replaying its SGD steps differentiably from the model
-state it started at, as Geiping et al. do for FedAvg updates (Section 6); it can also be treated as one gradient.
+colour, several restarts whose images are averaged (``Config.combine``: the fusion of Yin et al., "See through
+gradients", CVPR 2021; or the best gradient match alone, as Geiping et al. keep). Labels are given or inferred from
+the last-layer bias gradient as in iDLG (Zhao et al., "iDLG: Improved deep leakage from gradients", 2020; extended to
+a batch by reading every negative entry). A multi-step local update is inverted by replaying its SGD steps
+differentiably from the model state it started at, as Geiping et al. do for FedAvg updates (Section 6); it can also be
+treated as one gradient.
 
 Three targets (``INVERSION_TARGETS``), each read from a ``ServerView``:
 ``global_model`` (gradients of the final unlearned model on forget batches), ``unlearning_update`` (the update the
@@ -28,6 +30,7 @@ from fed_opc.attacks.inversion.observe import observe_gradient, observe_update
 from fed_opc.attacks.inversion.reconstruct import (
     Inversion,
     bn_costs,
+    combine_restarts,
     cosine_cost,
     cosine_costs,
     invert,
@@ -51,6 +54,7 @@ __all__ = [
     "Inversion",
     "bn_costs",
     "calibration",
+    "combine_restarts",
     "cosine_cost",
     "cosine_costs",
     "global_model_target",

@@ -33,13 +33,34 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class Inversion:
-    """Reconstructed images in [0, 1] (n, C, H, W) on CPU, the labels used, and each restart's final gradient match
-    (``1 - cosine``; the kept restart has the lowest).
+    """The attack's output: reconstructed images in [0, 1] (n, C, H, W) on CPU (``Config.combine`` of the restarts),
+    the labels used, each restart's final gradient match (``1 - cosine``), and every restart's images (R, n, C, H, W),
+    in the order of the best restart's (the one with the lowest match).
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     costs: tuple[float, ...]
+    restarts: torch.Tensor
+
+
+def combine_restarts(restarts: torch.Tensor, costs: Sequence[float], how: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the attack's images, the restarts aligned) from every restart's images in [0, 1] (R, n, C, H, W): each
+    restart's images put in the order of the best restart's (lowest cost) by the assignment maximising PSNR, then
+    ``mean`` (their pixel mean) or ``best`` (the best restart's images).
+    """
+    best = min(range(len(costs)), key=lambda r: costs[r])
+    ref = restarts[best]
+    aligned = torch.stack([r if len(r) == 1 else r[_order_like(r, ref)] for r in restarts])
+    return (aligned.mean(0) if how == "mean" else ref), aligned
+
+
+def _order_like(images: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The permutation of ``images`` that puts, in each of ``ref``'s positions, the image assigned to it."""
+    from fed_opc.attacks.images import match
+
+    assign = match(ref, images)  # ref[i] <- images[assign[i]]
+    return torch.as_tensor(assign, dtype=torch.long)
 
 
 def bn_costs(trial: Sequence[tuple[torch.Tensor, torch.Tensor]], target: Sequence[tuple[torch.Tensor, torch.Tensor]]):
@@ -115,7 +136,7 @@ def invert_many(
     ----------
     observations : the observed gradients or updates.
     model : a model of the observed architecture (a FeatureModel); its weights are replaced in copies.
-    cfg : attack settings (``cfg.restarts`` random starts per observation; the best gradient match is kept).
+    cfg : attack settings (``cfg.restarts`` random starts per observation, combined as ``cfg.combine``).
     space : image shape and normalisation.
     device : where to run.
     generators : one per observation (on ``device``), for its random starts, drawn in restart order.
@@ -163,14 +184,10 @@ def invert_many(
             finals[i].append((float(costs[p]), x[p].detach()))
     out = []
     for i in range(len(observations)):
-        best = min(range(len(finals[i])), key=lambda r: finals[i][r][0])
-        out.append(
-            Inversion(
-                images=space.to01(finals[i][best][1]).clamp(0, 1).cpu(),
-                labels=labels[i],
-                costs=tuple(c for c, _ in finals[i]),
-            )
-        )
+        costs = tuple(c for c, _ in finals[i])
+        each = torch.stack([space.to01(x).clamp(0, 1).cpu() for _, x in finals[i]])
+        images, aligned = combine_restarts(each, costs, cfg.combine)
+        out.append(Inversion(images=images, labels=labels[i], costs=costs, restarts=aligned))
     return out
 
 

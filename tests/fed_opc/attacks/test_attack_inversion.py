@@ -16,6 +16,7 @@ from fed_opc.attacks.inversion import (
     ImageSpace,
     bn_costs,
     calibration,
+    combine_restarts,
     cosine_cost,
     cosine_costs,
     infer_labels,
@@ -271,6 +272,37 @@ def test_joint_optimisation_follows_each_problem_alone(data, space):
     # invert() on one observation is invert_many() on a list of one
     one = invert(obs[1], model, Config(iterations=12, restarts=2), space, generator=torch.Generator().manual_seed(11))
     torch.testing.assert_close(one.images, results[True][1].images, atol=1e-5, rtol=0)
+
+
+def test_restarts_combine_into_their_mean_after_alignment_or_the_best_alone():
+    # Two restarts of a two-image observation; restart 1 (the best: cost 0.1) found the images in the other order.
+    a, b = torch.full((3, 2, 2), 0.2), torch.full((3, 2, 2), 0.8)
+    restarts = torch.stack([torch.stack([a, b]), torch.stack([b + 0.1, a + 0.1])])
+    mean, aligned = combine_restarts(restarts, (0.5, 0.1), "mean")
+    # restart 0 is put in restart 1's order (b first), then the pixel mean: b -> (0.9 + 0.8) / 2, a -> (0.3 + 0.2) / 2
+    torch.testing.assert_close(aligned[0], torch.stack([b, a]))
+    torch.testing.assert_close(mean, torch.stack([torch.full((3, 2, 2), 0.85), torch.full((3, 2, 2), 0.25)]))
+    best, _ = combine_restarts(restarts, (0.5, 0.1), "best")
+    torch.testing.assert_close(best, restarts[1])
+    with pytest.raises(ValueError, match="combine"):
+        Config(combine="median")
+
+
+def test_the_attack_outputs_the_mean_of_the_restarts_it_ran(data, space):
+    # The same optimisation under both settings: the restarts agree, and each output is its combination of them.
+    model = small_bn_cnn()
+    x, y = data.tensors([0])
+    obs = observe_gradient(model, x, y)
+    out = {
+        how: invert(obs, model, Config(iterations=8, restarts=3, combine=how), space, generator=torch.Generator())
+        for how in ("mean", "best")
+    }
+    torch.testing.assert_close(out["mean"].restarts, out["best"].restarts)
+    assert out["mean"].costs == out["best"].costs
+    torch.testing.assert_close(out["mean"].images, out["mean"].restarts.mean(0))
+    best = min(range(3), key=lambda r: out["best"].costs[r])
+    torch.testing.assert_close(out["best"].images, out["best"].restarts[best])
+    assert not torch.allclose(out["mean"].images, out["best"].images)
 
 
 def test_batched_costs_are_the_per_problem_costs():
