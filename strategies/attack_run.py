@@ -30,6 +30,7 @@ cannot be inverted, a low PSNR after unlearning says nothing (uninformative, nev
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ import torch
 from fed_opc.attacks import AttackerSamples, SampleSet, ServerView, run_inversion, run_recovery
 from fed_opc.attacks.inversion import Config as InversionConfig
 from fed_opc.attacks.inversion import ImageSpace, calibration, observe_gradient, observe_update, read_against
+from fed_opc.attacks.recovery import calibration_features, forget_accuracy
 from fed_opc.rng import numpy_rng
 from fed_opc.threads import torch_threads
 
@@ -67,7 +69,9 @@ def _split_test(sc, sd) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.sort(idx[:half]), np.sort(idx[half:]), sd.data.test.labels
 
 
-def build_view(sc, sd, original, unlearned, forget_idx, forgotten, *, updates=(), gradients=()) -> ServerView:
+def build_view(
+    sc, sd, original, unlearned, forget_idx, forgotten, *, updates=(), gradients=(), original_features=None
+) -> ServerView:
     """The ``ServerView`` of one method's result (see the module docstring): calibration is one seeded half of the test
     data; the other half is the attacker's labelled pool, split into samples of the forget set's classes
     (``aux.forget_idx``) and samples of every class not in ``forgotten`` (``aux.retain_idx``).
@@ -85,6 +89,7 @@ def build_view(sc, sd, original, unlearned, forget_idx, forgotten, *, updates=()
         aux=aux,
         updates=tuple(updates),
         gradients=tuple(gradients),
+        original_features=original_features,
     )
 
 
@@ -114,23 +119,49 @@ def attack_method(
     new_model,
     plots_dir: Path,
     device: torch.device | str = "cpu",
+    readings: OriginalReadings | None = None,
 ) -> dict[str, Any]:
     """The ``attacks`` block for one method (run on one torch thread: the attacks' many small steps gain nothing from
-    more, and lose a lot when another process competes for the cores).
+    more, and lose a lot when another process competes for the cores). ``readings``: the original model's, when
+    computed once for every method (:func:`original_readings`).
     """
     with torch_threads(1):
         return _attack_method(
-            sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device
+            sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device, readings
         )
 
 
-def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device):
+@dataclass(frozen=True, eq=False)
+class OriginalReadings:
+    """What every method's recovery attacks read from the original model, the same for all of them: its penultimate
+    features of the calibration data (``ServerView.original_features``) and its forget accuracy (``acc_original``).
+    """
+
+    calibration_features: torch.Tensor
+    forget_accuracy: float
+
+
+def original_readings(sc, sd, original, forget_idx: np.ndarray, device="cpu") -> OriginalReadings:
+    """The original model's :class:`OriginalReadings` on ``sc``'s calibration data and forget set."""
+    view = build_view(sc, sd, original, original, forget_idx, ())
+    return OriginalReadings(
+        calibration_features(view, "original", device),
+        forget_accuracy(original, SampleSet(sd.data.train, forget_idx), device),
+    )
+
+
+def _attack_method(
+    sc, sd, method, original, unlearned, forget_idx, forgotten, observed, new_model, plots_dir, device, readings
+):
     att = sc.attacks
     out: dict[str, Any] = {}
     train = sd.data.train
     forget = SampleSet(train, forget_idx)
     if att.recovery:
-        view = build_view(sc, sd, original, unlearned, forget_idx, forgotten)
+        view = build_view(
+            sc, sd, original, unlearned, forget_idx, forgotten,
+            original_features=readings.calibration_features if readings else None,
+        )  # fmt: skip
         out["recovery"] = run_recovery(
             view,
             list(att.recovery),
@@ -139,6 +170,7 @@ def _attack_method(sc, sd, method, original, unlearned, forget_idx, forgotten, o
             relearn_steps=att.relearn_steps,
             seed=sc.seed,
             device=device,
+            acc_original=readings.forget_accuracy if readings else None,
         )
     targets = list(att.inversion.targets)
     if not targets or (att.inversion.methods and method not in att.inversion.methods):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from fed_opc.attacks.recovery import Config, RecoveryOutput, features_of, frozen_readout, placed
+from fed_opc.attacks.recovery import Config, RecoveryOutput, calibration_features, frozen_readout, placed
 from fed_opc.attacks.view import ServerView
 
 
@@ -37,7 +37,7 @@ def feature_mapping(view: ServerView, cfg: Config, device: torch.device | str = 
     """Original head on ridge-mapped unlearned features; ``restrict_to`` the forgotten classes (if two or more)."""
     original, unlearned = placed(view.original, device), placed(view.unlearned, device)
     a, b = ridge_map(
-        features_of(unlearned, view.calibration, device), features_of(original, view.calibration, device), cfg.ridge
+        calibration_features(view, "unlearned", device), calibration_features(view, "original", device), cfg.ridge
     )
     a, b = a.to(device), b.to(device)
     head = original.head

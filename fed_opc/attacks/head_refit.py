@@ -12,15 +12,25 @@ from __future__ import annotations
 
 import torch
 
-from fed_opc.attacks.recovery import Config, RecoveryOutput, features_of, fit_logistic, frozen_readout, placed
+from fed_opc.attacks.recovery import (
+    Config,
+    RecoveryOutput,
+    calibration_features,
+    eval_call,
+    fit_logistic,
+    frozen_readout,
+    placed,
+    scores_from_features,
+)
 from fed_opc.attacks.view import ServerView
-from fed_opc.train import predict
 
 
 def head_refit(view: ServerView, cfg: Config, device: torch.device | str = "cpu") -> RecoveryOutput:
     """Logistic head from unlearned calibration features to the original model's predictions."""
     original, unlearned = placed(view.original, device), placed(view.unlearned, device)
-    cal = view.calibration
-    targets = predict(original, cal.data, cal.idx, device=device).argmax(1).numpy()
-    head = fit_logistic(features_of(unlearned, cal, device), targets, view.num_classes, cfg.logistic_c)
+    # the original model's predictions: its head on its calibration features (shared with fm), chunk by chunk as
+    # running the model on the images would compute them
+    original_feats = calibration_features(view, "original", device)
+    targets = scores_from_features(eval_call(original, original.head), original_feats, device).argmax(1).numpy()
+    head = fit_logistic(calibration_features(view, "unlearned", device), targets, view.num_classes, cfg.logistic_c)
     return frozen_readout(unlearned, head, restrict_to=view.forgotten_classes)

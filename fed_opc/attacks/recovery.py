@@ -121,6 +121,13 @@ def features_of(model: nn.Module, samples: SampleSet, device: torch.device | str
     return predict(model, samples.data, samples.idx, device=device, what="features")
 
 
+def calibration_features(view: ServerView, which: str, device: torch.device | str) -> torch.Tensor:
+    """The ``original`` or ``unlearned`` model's penultimate features of ``view.calibration``, computed once per view
+    (:meth:`ServerView.calibration_features`) and shared by the attacks that read them.
+    """
+    return view.calibration_features(which, lambda model, samples: features_of(placed(model, device), samples, device))
+
+
 def eval_call(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Predictor:
     """A predictor that runs ``fn`` with ``model`` in eval mode and without gradients, restoring the mode after."""
 
@@ -355,6 +362,7 @@ def run_recovery(
     seed: int = 0,
     device: torch.device | str = "cpu",
     settings: Config | None = None,
+    acc_original: float | None = None,
 ) -> dict[str, object]:
     """Run the named recovery attacks on ``view`` and score them on the forget set.
 
@@ -365,6 +373,8 @@ def run_recovery(
     forget : the forget samples with their true labels (ground truth; used for scoring only).
     k_shot, relearn_steps, seed : override the same fields of ``settings``.
     settings : the other knobs (ridge, logistic strength, relearning's SGD); defaults when None.
+    acc_original : the original model's forget accuracy (:func:`forget_accuracy`) when already computed (it is the
+        same for every method's view); None: computed here.
 
     Returns
     -------
@@ -403,6 +413,12 @@ def run_recovery(
             continue
         entry.pop("floor_UA", None)  # one floor for the whole block: it depends on the forget labels only
         result[name] = entry
-    original = placed(view.original, device)
-    acc_original = 1.0 - _ua(scores_on(eval_call(original, original), forget, device), torch.from_numpy(forget.labels))
+    if acc_original is None:
+        acc_original = forget_accuracy(view.original, forget, device)
     return add_normalised_recovery(result, acc_original)
+
+
+def forget_accuracy(model: nn.Module, forget: SampleSet, device: torch.device | str = "cpu") -> float:
+    """``model``'s accuracy on the forget set (for the original model: ``acc_original`` of normalised recovery)."""
+    model = placed(model, device)
+    return 1.0 - _ua(scores_on(eval_call(model, model), forget, device), torch.from_numpy(forget.labels))

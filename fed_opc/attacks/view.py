@@ -8,7 +8,8 @@ takes a ``ServerView`` and nothing else that is secret; the forget set and its l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,11 @@ class ServerView:
     updates : the requester's unlearning update(s) as received (inversion target ``unlearning_update``).
     gradients : gradients of the unlearned global model on forget batches, as a client would send them in a later
         round (inversion target ``global_model``); the attacker gets the gradients, not the images.
+    original_features : the original model's penultimate features of ``calibration`` (N, D), when the server has
+        computed them already (they are the same for every method's view); None: computed on first use.
+
+    The models' features of ``calibration`` are computed once per view and shared by the attacks that read them
+    (:meth:`calibration_features`).
 
     """
 
@@ -137,8 +143,19 @@ class ServerView:
     aux: AttackerSamples | None = None
     updates: tuple[ObservedUpdate, ...] = field(default=())
     gradients: tuple[ObservedUpdate, ...] = field(default=())
+    original_features: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        memo: dict[str, torch.Tensor] = {}
+        if self.original_features is not None:
+            if len(self.original_features) != len(self.calibration):
+                raise ValueError(
+                    f"ServerView.original_features has {len(self.original_features)} rows for "
+                    f"{len(self.calibration)} calibration samples"
+                )
+            memo["original"] = self.original_features
+        object.__setattr__(self, "_features", memo)
+        object.__setattr__(self, "_lock", threading.Lock())
         object.__setattr__(self, "forgotten_classes", tuple(int(c) for c in self.forgotten_classes))
         object.__setattr__(self, "updates", tuple(self.updates))
         object.__setattr__(self, "gradients", tuple(self.gradients))
@@ -151,3 +168,14 @@ class ServerView:
     def num_classes(self) -> int:
         """Number of classes: the output size of the original model's head."""
         return int(self.original.head.out_features)
+
+    def calibration_features(self, which: str, compute: Callable[[nn.Module, SampleSet], torch.Tensor]) -> torch.Tensor:
+        """The ``original`` or ``unlearned`` model's penultimate features of ``calibration``: ``compute(model,
+        calibration)`` on first use, then the same tensor (treat it as read-only).
+        """
+        if which not in ("original", "unlearned"):
+            raise ValueError(f"which must be 'original' or 'unlearned', got {which!r}")
+        with self._lock:
+            if which not in self._features:
+                self._features[which] = compute(getattr(self, which), self.calibration)
+            return self._features[which]

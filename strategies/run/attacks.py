@@ -37,19 +37,30 @@ def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path
     att = sc.attacks
     if not (att.recovery or att.inversion.targets):
         return
-    from strategies.attack_run import attack_method, inversion_reference, read_inversion_against_original
+    from strategies.attack_run import (
+        attack_method,
+        inversion_reference,
+        original_readings,
+        read_inversion_against_original,
+    )
 
     plots = ck.parent / "plots"
     plots.mkdir(exist_ok=True)
     blocks: dict[str, Any] = {}
     tasks: dict[str, Callable[[], Any]] = {}
+    workers = att.workers if att.workers is not None else sc.federation.server_threads
+    t0 = time.perf_counter()
+    readings = None  # the original model's readings, the same for every method: computed once, when needed
     for m in results["methods"]:
         blocks[m] = _read_attack_checkpoint(ck / f"attacks.{m}.json", progress)
         if blocks[m] is None:
+            if att.recovery and readings is None:
+                with torch_threads(workers):
+                    readings = original_readings(sc, sd, pretrained, forget)
             obs = outcomes[m].observed if m in outcomes else None
             tasks[m] = _bind(
                 attack_method, sc, sd, m, _Own(pretrained), _Own(model_of[m]), forget, tuple(classes), obs,
-                lambda: new_model(sc, sd), plots,
+                lambda: new_model(sc, sd), plots, "cpu", readings,
             )  # fmt: skip
     if att.inversion.targets:
         ref = _read_attack_checkpoint(ck / f"attacks.{REFERENCE}.json", progress)
@@ -58,8 +69,6 @@ def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path
         else:
             blocks[REFERENCE] = ref
     if tasks:
-        t0 = time.perf_counter()
-        workers = att.workers if att.workers is not None else sc.federation.server_threads
         seconds = _run_tasks(tasks, workers, ck, blocks, progress)
         timing = results["timing"]
         timing["attacks"] = time.perf_counter() - t0

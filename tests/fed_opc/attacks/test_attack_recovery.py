@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from fed_opc.attacks import RECOVERY, AttackerSamples, RecoveryOutput, SampleSet, ServerView, run_recovery, score
-from fed_opc.attacks.recovery import Config, add_normalised_recovery, floor_ua, is_measurable, normalised_recovery
+from fed_opc.attacks.recovery import (
+    Config,
+    add_normalised_recovery,
+    eval_call,
+    floor_ua,
+    is_measurable,
+    normalised_recovery,
+    scores_from_features,
+)
 from fed_opc.data.datasets import load_dataset
 from fed_opc.losses import cross_entropy
 from fed_opc.models import FeatureModel, build_model, init_weights
@@ -319,3 +327,54 @@ def test_one_shared_feature_pass_scores_exactly_as_running_each_predictor(data, 
         assert out.on_features is not None
         assert score(out, forget, features=features) == score(out, forget)  # bit for bit
     assert len(calls) == 4 and len(forget) == 1200
+
+
+def test_calibration_features_are_computed_once_per_view_and_model():
+    view = ServerView(original=nn.Identity(), unlearned=nn.Linear(1, 1), calibration=SampleSet(None, np.arange(3)))
+    calls = []
+
+    def compute(model, samples):
+        calls.append(type(model).__name__)
+        return torch.full((len(samples), 2), float(len(calls)))
+
+    first = view.calibration_features("unlearned", compute)
+    assert view.calibration_features("unlearned", compute) is first
+    assert view.calibration_features("original", compute).tolist() == [[2.0, 2.0]] * 3
+    assert view.calibration_features("original", compute).tolist() == [[2.0, 2.0]] * 3
+    assert calls == ["Linear", "Identity"]
+    # the server's readings of the original model, given: nothing computed for it
+    given = torch.zeros(3, 2)
+    other = ServerView(
+        original=nn.Identity(), unlearned=nn.Identity(), calibration=view.calibration, original_features=given
+    )
+    assert other.calibration_features("original", compute) is given and len(calls) == 2
+    with pytest.raises(ValueError, match="2 rows for 3 calibration samples"):
+        ServerView(
+            original=nn.Identity(), unlearned=nn.Identity(), calibration=view.calibration, original_features=given[:2]
+        )
+
+
+def test_readings_of_the_original_given_once_leave_every_result_bit_for_bit(data, trained):
+    # What attack_all computes once for every method (the original's calibration features, its forget accuracy)
+    # gives the block that each view computing them itself gives; hr's targets (the original's head on those
+    # features) are its predictions on the images, chunk by chunk.
+    forget, cal, aux = split(data, [0, 1])
+    unlearned = reencoded(trained)
+    names = ["fm", "hr", "probe", "prototype", "relearn"]
+    plain = ServerView(original=trained, unlearned=unlearned, calibration=cal, forgotten_classes=(0, 1), aux=aux)
+    alone = run_recovery(plain, names, forget, k_shot=5, relearn_steps=(1, 3))
+    feats = predict(trained, cal.data, cal.idx, what="features")
+    acc = accuracy(trained, forget.data, forget.idx)
+    given = ServerView(
+        original=trained, unlearned=unlearned, calibration=cal, forgotten_classes=(0, 1), aux=aux,
+        original_features=feats,
+    )  # fmt: skip
+    shared = run_recovery(given, names, forget, k_shot=5, relearn_steps=(1, 3), acc_original=acc)
+    assert json.dumps(shared, sort_keys=True) == json.dumps(alone, sort_keys=True)
+    assert shared["acc_original"] == acc
+    more = load_dataset("synthetic", synthetic=(1, 1200, 4, NUM_CLASSES, 8, 3, 0.25)).train  # 3 chunks of 512
+    all_idx = np.arange(len(more))
+    on_feats = scores_from_features(
+        eval_call(trained, trained.head), predict(trained, more, all_idx, what="features"), "cpu"
+    )
+    assert torch.equal(on_feats, predict(trained, more, all_idx))
