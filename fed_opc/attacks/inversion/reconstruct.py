@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fed_opc.attacks.images import match
 from fed_opc.attacks.inversion.labels import _labels
 from fed_opc.attacks.inversion.settings import Config, ImageSpace
 from fed_opc.attacks.inversion.trial import _jointly_invertible, _Observer, _Problems
@@ -57,8 +58,6 @@ def combine_restarts(restarts: torch.Tensor, costs: Sequence[float], how: str) -
 
 def _order_like(images: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """The permutation of ``images`` that puts, in each of ``ref``'s positions, the image assigned to it."""
-    from fed_opc.attacks.images import match
-
     assign = match(ref, images)  # ref[i] <- images[assign[i]]
     return torch.as_tensor(assign, dtype=torch.long)
 
