@@ -17,7 +17,7 @@ from fed_opc.config import Scenario, scenario_to_dict
 from fed_opc.data.scenario_data import ScenarioData, prepare
 from fed_opc.flower import run_apps
 from fed_opc.models import new_model
-from fed_opc.threads import torch_threads
+from fed_opc.threads import compute_threads
 from fed_opc.unlearning import CENTRALIZED, FEDERATED
 from strategies import cache
 from strategies.federated.context import MethodOutcome
@@ -91,7 +91,7 @@ def simulate(
         with FileLog(out / "log.txt"):
             log.info("run %s (seed %d) -> %s%s", sc.name, sc.seed, out, " (resumed)" if resume else "")
             try:
-                with torch_threads(sc.federation.server_threads):
+                with compute_threads(sc.federation.server_threads):
                     result = _run(sc, sd, out, use_cache=use_cache, progress=progress, engine=engine)
             except BaseException as e:
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import fed_opc.client_app as client_app
 import strategies.run.driver as run_driver
@@ -73,23 +74,33 @@ def test_every_stage_runs_with_the_scenario_thread_count(tmp_path, monkeypatch):
         seen["client"] = torch.get_num_threads()
         return real_train(sc, msg, context)
 
+    real_evaluate = run_evaluate.evaluate_methods
+
+    def evaluate(*a, **kw):  # numpy and scikit-learn work: the BLAS pools' thread count
+        seen["evaluation_blas"] = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return real_evaluate(*a, **kw)
+
     monkeypatch.setattr(run_evaluate, "run_centralized", centralized)
     monkeypatch.setattr(client_app, "handle_train", train)
+    monkeypatch.setattr(run_evaluate, "evaluate_methods", evaluate)
     raw = tiny(**{"federation.server_threads": 2, "federation.client_resources.num_cpus": 1})
     raw["requests"] = [{"client": 1, "scope": "client", "round": 3}]
     raw["unlearning"] = {"methods": ["finetune"]}
     before = torch.get_num_threads()
     torch.set_num_threads(3)  # what an earlier job in this process left behind must not matter
     try:
-        a = simulate(parse_scenario(raw), tmp_path / "a", use_cache=False, report=False)
-        assert torch.get_num_threads() == 3  # restored after the run
+        with threadpool_limits(limits=3, user_api="blas"):
+            a = simulate(parse_scenario(raw), tmp_path / "a", use_cache=False, report=False)
+            assert torch.get_num_threads() == 3  # restored after the run
         torch.set_num_threads(1)
-        b = simulate(parse_scenario(raw), tmp_path / "b", use_cache=False, report=False)
+        with threadpool_limits(limits=1, user_api="blas"):
+            b = simulate(parse_scenario(raw), tmp_path / "b", use_cache=False, report=False)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    # the in-process clients ran first (1 thread each), yet the centralized stage ran on the scenario's 2
-    assert seen == {"centralized": 2, "client": 1}
+    # the in-process clients ran first (1 thread each), yet the centralized stage ran on the scenario's 2, and so did
+    # the evaluation's BLAS work
+    assert seen == {"centralized": 2, "client": 1, "evaluation_blas": 2}
     strip = lambda r: {k: v for k, v in r.results["methods"]["finetune"]["metrics"].items() if k != "RTE_s"}  # noqa: E731
     assert strip(a) == strip(b)
 
