@@ -1,6 +1,8 @@
-"""The inversion's calibration row (the ``global_model`` target on a run's original, pretrained model and the forget
-images the run attacks) for several seeds and attack settings: does the attack beat the own-mean flat image by
-``INFORMATIVE_MARGIN_DB`` on every seed?
+"""The inversion's calibration row per seed and attack setting, against the own-mean flat image.
+
+The calibration row is the ``global_model`` target on a run's original, pretrained model and the forget images the
+run attacks; the question is whether the attack beats the own-mean flat image by ``INFORMATIVE_MARGIN_DB`` on every
+seed.
 
     python benchmarks/inversion_calibration.py scenarios/cifar10_100clients.yaml --seeds 0 1 2 \
         --setting iterations=2000,restarts=2 --setting iterations=2000,restarts=2,images=8
