@@ -22,7 +22,7 @@ from typing import Any
 
 from fed_opc.checkpoint import write_json
 from fed_opc.models import new_model
-from fed_opc.threads import torch_threads
+from fed_opc.threads import compute_threads
 from strategies.run.progress import stage_line
 
 REFERENCE = "reference"  # the task and checkpoint name of the inversion's calibration rows
@@ -55,7 +55,8 @@ def attack_all(sc, sd, pretrained, model_of, forget, classes, outcomes, ck: Path
         blocks[m] = _read_attack_checkpoint(ck / f"attacks.{m}.json", progress)
         if blocks[m] is None:
             if att.recovery and readings is None:
-                with torch_threads(workers):
+                # on one thread, as each task computed them before: a method's numbers never depend on the workers
+                with compute_threads(1):
                     readings = original_readings(sc, sd, pretrained, forget)
             obs = outcomes[m].observed if m in outcomes else None
             tasks[m] = _bind(
@@ -115,12 +116,10 @@ def _run_tasks(tasks: dict[str, Callable[[], Any]], workers: int, ck: Path, bloc
         write_json(ck / f"attacks.{name}.json", block)
         blocks[name] = block
 
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
-
     # Set once for all workers: torch's and the BLAS libraries' thread counts are global to the process. One thread
     # each, so N workers use N cores (a BLAS pool per worker would oversubscribe them) and the numbers do not depend
     # on the machine's core count.
-    with torch_threads(1), threadpool_limits(limits=1):
+    with compute_threads(1):
         if workers <= 1 or len(tasks) == 1:
             for name in tasks:
                 run(name)
