@@ -13,7 +13,7 @@ from fed_opc.schema import ConfigError, bounds, to_dict
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 NAME_MAX = 64  # names and request ids become file and folder names
 NAME_META = {"pattern": NAME_PATTERN, "max_length": NAME_MAX}
-WIDTH_MAX = 512  # small_cnn's last stage has 4 x width channels
+WIDTH_MAX = 512  # small_cnn's last stage has 4 x width channels, cnn4's 8 x width
 SYNTHETIC_MAX_VALUES = 2**28  # pixel values of the synthetic set, train and test (about 2 GiB while it is drawn)
 
 
@@ -58,7 +58,7 @@ class DataConfig:
 class ModelConfig:
     """``model``: architecture, normalisation and width."""
 
-    arch: Literal["small_cnn", "fedavg_cnn", "resnet18"] = "fedavg_cnn"
+    arch: Literal["small_cnn", "cnn4", "fedavg_cnn", "resnet18"] = "fedavg_cnn"
     norm: Literal["none", "batch", "group"] | None = None
     width: int = field(default=0, metadata=bounds(ge=0, le=WIDTH_MAX))
 

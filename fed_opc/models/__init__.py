@@ -14,7 +14,7 @@ from torch import nn
 
 from fed_opc.models.fedavg_cnn import fedavg_cnn
 from fed_opc.models.resnet import resnet18
-from fed_opc.models.small_cnn import small_cnn
+from fed_opc.models.small_cnn import cnn4, small_cnn
 from fed_opc.rng import torch_rng
 
 
@@ -41,7 +41,7 @@ class FeatureModel(nn.Module):
 
 
 ARCHS: dict[str, Callable[..., FeatureModel]] = {}
-DEFAULT_NORM = {"small_cnn": "none", "fedavg_cnn": "none", "resnet18": "batch"}
+DEFAULT_NORM = {"small_cnn": "none", "cnn4": "none", "fedavg_cnn": "none", "resnet18": "batch"}
 
 
 def _register(name: str, builder: Callable[..., tuple[nn.Module, int]]) -> None:
@@ -53,6 +53,7 @@ def _register(name: str, builder: Callable[..., tuple[nn.Module, int]]) -> None:
 
 
 _register("small_cnn", small_cnn)
+_register("cnn4", cnn4)
 _register("fedavg_cnn", fedavg_cnn)
 _register("resnet18", resnet18)
 
@@ -86,7 +87,7 @@ def build_model(
 
     Parameters
     ----------
-    arch : one of ``ARCHS`` (``fedavg_cnn``, ``small_cnn``, ``resnet18``; docs/models.md says which to use when).
+    arch : one of ``ARCHS`` (``fedavg_cnn``, ``small_cnn``, ``cnn4``, ``resnet18``; docs/models.md says which to use when).
     num_classes, in_channels : from the dataset.
     norm : ``none``, ``batch`` or ``group`` normalisation after each conv; ``None`` takes the architecture's default
         (``DEFAULT_NORM``; ``resnet18`` always uses batch norm).

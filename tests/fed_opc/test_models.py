@@ -11,6 +11,7 @@ from fed_opc.rng import torch_rng
         ("small_cnn", "none"),
         ("small_cnn", "batch"),
         ("small_cnn", "group"),
+        ("cnn4", "batch"),
         ("fedavg_cnn", "none"),
         ("fedavg_cnn", "group"),
         ("resnet18", None),
@@ -67,3 +68,15 @@ def test_fedavg_cnn_takes_any_image_size_with_the_same_parameters():
     a = build_model("fedavg_cnn", 10, 3, generator=torch_rng(0, "init"), width=8)
     assert a(torch.zeros(2, 3, 32, 32)).shape == a(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
     assert a.feature_dim == 128
+
+
+def test_cnn4_is_small_cnn_with_a_fourth_stage():
+    """32, 64, 128, 256 channels of 3x3 convs with batch norm, pools after the first three: 391,466 parameters."""
+    m = build_model("cnn4", 10, 3, generator=torch_rng(0, "init"), norm="batch")
+    convs = [(3 * 9 * 32) + 64, (32 * 9 * 64) + 128, (64 * 9 * 128) + 256, (128 * 9 * 256) + 512]
+    assert sum(p.numel() for p in m.parameters()) == sum(convs) + 256 * 10 + 10 == 391_466
+    assert sum(isinstance(x, torch.nn.MaxPool2d) for x in m.body) == 3 and m.feature_dim == 256
+    small = build_model("small_cnn", 10, 3, generator=torch_rng(0, "init"), norm="batch")
+    assert [k for k in small.state_dict() if k.startswith("body.")] == [
+        k for k in m.state_dict() if k.startswith("body.") and int(k.split(".")[1]) < 11
+    ]
