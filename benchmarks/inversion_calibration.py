@@ -77,11 +77,11 @@ def main() -> None:
     args = p.parse_args()
     settings = [parse_setting(s) for s in args.setting] or [{}]
     base = load_scenario(args.scenario)
+    states = dict(x.split("=", 1) for x in args.state)
     margins: dict[int, list[float]] = {i: [] for i in range(len(settings))}
     for seed in args.seeds:
         sc = dataclasses.replace(base, seed=seed)
         sd = prepare(sc)
-        states = dict(x.split("=", 1) for x in args.state)
         if str(seed) in states:
             entry = load_checkpoint(Path(states[str(seed)]))
         else:

@@ -34,7 +34,7 @@ from fed_opc.config import ConfigError, parse_scenario  # noqa: E402
 from fed_opc.data.scenario_data import prepare  # noqa: E402
 from fed_opc.losses import cross_entropy  # noqa: E402
 from fed_opc.models import FeatureModel, init_weights, new_model  # noqa: E402
-from fed_opc.models.small_cnn import norm_layer  # noqa: E402
+from fed_opc.models.small_cnn import conv_block  # noqa: E402
 from fed_opc.rng import numpy_rng, torch_rng  # noqa: E402
 from fed_opc.train import OptimConfig, accuracy, make_optimizer, supervised_batches, train_loop  # noqa: E402
 from strategies.fedavg import sample_clients  # noqa: E402
@@ -42,7 +42,7 @@ from strategies.fedavg import sample_clients  # noqa: E402
 
 def body_model(plan: str, norm: str, num_classes: int, in_channels: int, generator: torch.Generator) -> FeatureModel:
     """A candidate not (yet) in ``fed_opc.models``: 3x3 conv-norm-ReLU layers of the listed widths, ``M`` a 2x2
-    max-pool, then a global average pool (e.g. ``32,M,64,M,128,M,256``)."""
+    max-pool, then a global average pool (e.g. ``32,M,64,M,128``; ``32,M,64,M,128,M,256`` is ``cnn4``)."""
     layers: list[nn.Module] = []
     cin = in_channels
     for tok in plan.split(","):
@@ -50,7 +50,7 @@ def body_model(plan: str, norm: str, num_classes: int, in_channels: int, generat
             layers.append(nn.MaxPool2d(2))
             continue
         cout = int(tok)
-        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"), norm_layer(norm, cout), nn.ReLU(True)]
+        layers += conv_block(cin, cout, norm)
         cin = cout
     body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return init_weights(FeatureModel(body, nn.Linear(cin, num_classes)), generator)

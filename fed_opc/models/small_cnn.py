@@ -16,6 +16,11 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; valid: none, batch, group")
 
 
+def conv_block(cin: int, cout: int, norm: str) -> list[nn.Module]:
+    """A 3x3 convolution (bias only without normalisation), the ``norm`` layer and a ReLU."""
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"), norm_layer(norm, cout), nn.ReLU(inplace=True)]
+
+
 def conv_stack(in_channels: int, norm: str, width: int, stages: int) -> tuple[nn.Module, int]:
     """``stages`` 3x3 conv stages of w, 2w, 4w, ... channels (conv, ``norm``, ReLU), a 2x2 max-pool after every stage
     but the last, then a global average pool. Returns the feature extractor and its output dimension.
@@ -24,11 +29,7 @@ def conv_stack(in_channels: int, norm: str, width: int, stages: int) -> tuple[nn
     cin = in_channels
     for i in range(stages):
         cout = width * 2**i
-        layers += [
-            nn.Conv2d(cin, cout, 3, padding=1, bias=norm == "none"),
-            norm_layer(norm, cout),
-            nn.ReLU(inplace=True),
-        ]
+        layers += conv_block(cin, cout, norm)
         if i < stages - 1:
             layers.append(nn.MaxPool2d(2))
         cin = cout
