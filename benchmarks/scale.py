@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -76,7 +77,7 @@ def run_size(n: int, backend: str, workdir: Path) -> dict:
     path.write_text(yaml.safe_dump(scen))
     out = workdir / f"run{n}"
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", RAY_USAGE_STATS_ENABLED="0")
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -112,7 +113,19 @@ def run_size(n: int, backend: str, workdir: Path) -> dict:
         "process_wall_s": wall,
         "round_s": statistics.median(r["wall_s"] for r in rounds[1:]),
         "first_round_s": rounds[0]["wall_s"],
+        "registered_s": registered_after(out / "log.txt", started),
     }
+
+
+def registered_after(log: Path, started: float) -> float | None:
+    """Seconds from the process's launch (``started``, a ``time.time()``) to the run's "N clients registered" log
+    line: the nodes are up and mapped to their partitions, and the first round starts next. Read from the log's
+    timestamps (millisecond resolution); None without that line.
+    """
+    hit = next((ln for ln in log.read_text().splitlines() if "clients registered" in ln), None)
+    if hit is None:
+        return None
+    return datetime.strptime(hit[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() - started
 
 
 def main() -> None:
@@ -127,8 +140,8 @@ def main() -> None:
             rows.append(run_size(n, args.backend, Path(tmp)))
             r = rows[-1]
             print(
-                f"{n:6d} clients: peak {r['peak_pss_bytes'] / 2**30:.2f} GiB, round {r['round_s']:.2f} s, "
-                f"process {r['process_wall_s']:.1f} s",
+                f"{n:6d} clients: peak {r['peak_pss_bytes'] / 2**30:.2f} GiB, registered after {r['registered_s']:.1f} s, "
+                f"round {r['round_s']:.2f} s, process {r['process_wall_s']:.1f} s",
                 flush=True,
             )
     base = rows[0]
