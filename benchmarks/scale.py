@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -114,7 +115,16 @@ def run_size(n: int, backend: str, workdir: Path) -> dict:
         "round_s": statistics.median(r["wall_s"] for r in rounds[1:]),
         "first_round_s": rounds[0]["wall_s"],
         "registered_s": registered_after(out / "log.txt", started),
+        **node_map_seconds(out / "log.txt"),
     }
+
+
+def node_map_seconds(log: Path) -> dict[str, float]:
+    """The run's own split of the registration (``fed_opc.flower.discover_nodes``'s log line): seconds until every
+    node was up (``nodes_up_s``) and for the ``query.whoami`` round that maps them to partitions (``node_map_s``).
+    """
+    m = re.search(r"nodes up \((\d+\.\d) s\); node map by one query\.whoami round \((\d+\.\d) s\)", log.read_text())
+    return {"nodes_up_s": float(m.group(1)), "node_map_s": float(m.group(2))} if m else {}
 
 
 def registered_after(log: Path, started: float) -> float | None:
@@ -141,6 +151,7 @@ def main() -> None:
             r = rows[-1]
             print(
                 f"{n:6d} clients: peak {r['peak_pss_bytes'] / 2**30:.2f} GiB, registered after {r['registered_s']:.1f} s, "
+                f"(nodes up {r.get('nodes_up_s', float('nan')):.1f} s, node map {r.get('node_map_s', float('nan')):.1f} s), "
                 f"round {r['round_s']:.2f} s, process {r['process_wall_s']:.1f} s",
                 flush=True,
             )

@@ -144,8 +144,11 @@ def wait_for_nodes(grid: Grid | GuardedGrid, n: int, timeout: float) -> list[int
 
 def discover_nodes(grid: Grid | GuardedGrid, n: int, timeout: float) -> dict[int, int]:
     """Map partition id -> Flower node id with one ``query.whoami`` round (Flower's node ids are random)."""
+    t0 = time.perf_counter()
     node_ids = wait_for_nodes(grid, n, timeout)
+    t1 = time.perf_counter()
     replies = grid.send_and_receive([message(RecordDict(), nid, "query.whoami") for nid in node_ids], timeout=timeout)
+    log.info("%d nodes up (%.1f s); node map by one query.whoami round (%.1f s)", n, t1 - t0, time.perf_counter() - t1)
     mapping: dict[int, int] = {}
     for r in replies:
         if r.has_error():
