@@ -150,7 +150,8 @@ def main() -> None:
             rows.append(run_size(n, args.backend, Path(tmp)))
             r = rows[-1]
             print(
-                f"{n:6d} clients: peak {r['peak_pss_bytes'] / 2**30:.2f} GiB, registered after {r['registered_s']:.1f} s, "
+                f"{n:6d} clients: peak {r['peak_pss_bytes'] / 2**30:.2f} GiB, "
+                f"registered after {r['registered_s'] if r['registered_s'] is not None else float('nan'):.1f} s "
                 f"(nodes up {r.get('nodes_up_s', float('nan')):.1f} s, node map {r.get('node_map_s', float('nan')):.1f} s), "
                 f"round {r['round_s']:.2f} s, process {r['process_wall_s']:.1f} s",
                 flush=True,
