@@ -14,28 +14,15 @@ it is not collapsed there.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from opc_front import read_rows  # noqa: E402
+
 from strategies.reporting.depth import DEEP_MAX, LIKE_RETRAIN_TOL, VERDICT_ATTACKS  # noqa: E402
-
-READOUTS = ("fm", "hr", "probe", "prototype")
-
-
-def read_seed(path: Path) -> list[dict]:
-    """One seed's rows, from a JSON list or from JSON lines (other lines, like the step log, are skipped)."""
-    text = path.read_text()
-    try:
-        rows = json.loads(text)
-        if isinstance(rows, list):
-            return rows
-    except json.JSONDecodeError:
-        pass
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+from strategies.reporting.summary import stats  # noqa: E402
 
 
 def strongest(row: dict) -> float | None:
@@ -45,9 +32,9 @@ def strongest(row: dict) -> float | None:
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, s
+    """Mean and sample std (ddof = 1; 0.0 for one value), as the multi-seed summary computes them."""
+    st = stats(xs)
+    return st["mean"], st["std"]
 
 
 def summarise(seeds: list[list[dict]]) -> list[dict]:
@@ -58,7 +45,7 @@ def summarise(seeds: list[list[dict]]) -> list[dict]:
     for label in labels:
         rows = [s[label] for s in by_seed]
         entry: dict = {"variant": label, "n": len(rows), "TA": mean_std([r["TA"] for r in rows])}
-        for a in READOUTS:
+        for a in VERDICT_ATTACKS:
             vals = [r.get(f"{a}_rec") for r in rows]
             if all(v is not None for v in vals):
                 entry[a] = mean_std(vals)
@@ -84,7 +71,7 @@ def summarise(seeds: list[list[dict]]) -> list[dict]:
 
 
 def table(entries: list[dict]) -> str:
-    present = [a for a in READOUTS if any(a in e for e in entries)]
+    present = [a for a in VERDICT_ATTACKS if any(a in e for e in entries)]
     head = ["variant", "TA", *present, "strongest per seed", "deep", "<= retrain + 0.10", "collapsed"]
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for e in entries:
@@ -103,7 +90,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", type=Path, help="one opc_depth.py output per seed, in seed order")
     args = p.parse_args()
-    seeds = [read_seed(f) for f in args.files]
+    seeds = [read_rows([f]) for f in args.files]
     print(table(summarise(seeds)))
 
 
