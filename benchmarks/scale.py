@@ -108,31 +108,32 @@ def run_size(n: int, backend: str, workdir: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{n} clients: exit {proc.returncode}: {err.decode()[-500:]}")
     rounds = json.loads((out / "results.json").read_text())["pretrain"]["rounds"]
+    log = (out / "log.txt").read_text()
     return {
         "clients": n,
         "peak_pss_bytes": peak[0],
         "process_wall_s": wall,
         "round_s": statistics.median(r["wall_s"] for r in rounds[1:]),
         "first_round_s": rounds[0]["wall_s"],
-        "registered_s": registered_after(out / "log.txt", started),
-        **node_map_seconds(out / "log.txt"),
+        "registered_s": registered_after(log, started),
+        **node_map_seconds(log),
     }
 
 
-def node_map_seconds(log: Path) -> dict[str, float]:
+def node_map_seconds(log: str) -> dict[str, float]:
     """The run's own split of the registration (``fed_opc.flower.discover_nodes``'s log line): seconds until every
     node was up (``nodes_up_s``) and for the ``query.whoami`` round that maps them to partitions (``node_map_s``).
     """
-    m = re.search(r"nodes up \((\d+\.\d) s\); node map by one query\.whoami round \((\d+\.\d) s\)", log.read_text())
+    m = re.search(r"nodes up \((\d+\.\d) s\); node map by one query\.whoami round \((\d+\.\d) s\)", log)
     return {"nodes_up_s": float(m.group(1)), "node_map_s": float(m.group(2))} if m else {}
 
 
-def registered_after(log: Path, started: float) -> float | None:
+def registered_after(log: str, started: float) -> float | None:
     """Seconds from the process's launch (``started``, a ``time.time()``) to the run's "N clients registered" log
     line: the nodes are up and mapped to their partitions, and the first round starts next. Read from the log's
     timestamps (millisecond resolution); None without that line.
     """
-    hit = next((ln for ln in log.read_text().splitlines() if "clients registered" in ln), None)
+    hit = next((ln for ln in log.splitlines() if "clients registered" in ln), None)
     if hit is None:
         return None
     return datetime.strptime(hit[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp() - started
