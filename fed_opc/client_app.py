@@ -29,7 +29,7 @@ from flwr.clientapp import ClientApp
 from fed_opc.client_unlearn import LocalUnlearnSpec, local_unlearn
 from fed_opc.data.forget import GuardedDataset, union_forget
 from fed_opc.data.scenario_data import ScenarioData, prepare
-from fed_opc.flower import partition_id, state_from_arrays
+from fed_opc.flower import partition_id, stamp_sender, state_from_arrays
 from fed_opc.losses import cross_entropy, opc_loss
 from fed_opc.models import FeatureModel, new_model
 from fed_opc.rng import numpy_rng
@@ -290,17 +290,17 @@ def make_client_app(sc) -> ClientApp:
     def _train(msg: Message, context: Context) -> Message:
         inject_faults(sc, msg, context)
         with torch_threads(client_threads(sc)):
-            return handle_train(sc, msg, context)
+            return stamp_sender(handle_train(sc, msg, context), context)
 
     @app.train("unlearn")
     def _unlearn(msg: Message, context: Context) -> Message:
         inject_faults(sc, msg, context)
         with torch_threads(client_threads(sc)):
-            return handle_unlearn(sc, msg, context)
+            return stamp_sender(handle_unlearn(sc, msg, context), context)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
         with torch_threads(client_threads(sc)):
-            return handle_evaluate(sc, msg, context)
+            return stamp_sender(handle_evaluate(sc, msg, context), context)
 
     return app

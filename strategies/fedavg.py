@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fed_opc.edge import Availability, EdgeClock, sampling_pool
-from fed_opc.flower import EngineError, message, record_bytes
+from fed_opc.flower import EngineError, check_sender, message, record_bytes
 from fed_opc.rng import numpy_rng
 
 log = logging.getLogger("fed_opc")
@@ -157,6 +157,8 @@ class SeededFedAvg(FedAvg):
     def _sorted_valid(self, server_round: int, replies: Iterable[Message], expected: Sequence[int]) -> list[Message]:
         replies = list(replies)
         ok = [r for r in replies if not r.has_error()]
+        for r in ok:
+            check_sender(r, self.pid_of)
         answered = {self.pid_of.get(r.metadata.src_node_id) for r in ok}
         failed = [p for p in expected if p not in answered]
         rnd = self.absolute_round(server_round)

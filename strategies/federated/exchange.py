@@ -18,7 +18,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fed_opc.client_unlearn import LocalUnlearnSpec
-from fed_opc.flower import EngineError, arrays_from_state, message, record_bytes, state_from_arrays
+from fed_opc.flower import EngineError, arrays_from_state, check_sender, message, record_bytes, state_from_arrays
 from strategies.federated.context import FedContext
 
 log = logging.getLogger("fed_opc")
@@ -76,10 +76,10 @@ def exchange(
     meter = {"bytes_down": down * len(pids), "messages": len(pids), "bytes_up": 0, "client_samples": 0}
     ok = []
     for r in sorted(replies, key=lambda r: pid_of.get(r.metadata.src_node_id, -1)):
-        p = pid_of.get(r.metadata.src_node_id)
         if r.has_error():
-            log.warning("round %s: %s %s failed: %s", group, who, p, r.error.reason)
+            log.warning("round %s: %s %s failed: %s", group, who, pid_of.get(r.metadata.src_node_id), r.error.reason)
             continue
+        p = check_sender(r, pid_of)
         meter["bytes_up"] += record_bytes(r.content["arrays"])
         meter["client_samples"] += int(r.content["metrics"]["samples"])
         ok.append((p, r.content))

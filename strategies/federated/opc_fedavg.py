@@ -35,7 +35,7 @@ from flwr.app import ConfigRecord, RecordDict
 
 from fed_opc.checkpoint import load_checkpoint, save_checkpoint
 from fed_opc.data.forget import ForgetSplit, union_forget
-from fed_opc.flower import EngineError, arrays_from_state, message, record_bytes, state_from_arrays
+from fed_opc.flower import EngineError, arrays_from_state, check_sender, message, record_bytes, state_from_arrays
 from fed_opc.unlearning.federated import FedOPCConfig
 from strategies.cost import Cost
 from strategies.fedavg import sample_clients
@@ -160,9 +160,7 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
             )
         replies = ctx.grid.send_and_receive(msgs, timeout=fed.round_timeout_s)
         pid_of = {n: p for p, n in ctx.node_of.items()}
-        ok = sorted(
-            ((pid_of[r.metadata.src_node_id], r.content) for r in replies if not r.has_error()), key=lambda x: x[0]
-        )
+        ok = sorted(((check_sender(r, pid_of), r.content) for r in replies if not r.has_error()), key=lambda x: x[0])
         meter = {
             "bytes_down": down * len(pids),
             "messages": len(pids),

@@ -8,7 +8,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 import strategies.training as training_mod
 from fed_opc.client_app import make_client_app
 from fed_opc.data.scenario_data import prepare
-from fed_opc.flower import InProcessGrid, ensure_task_identity, message
+from fed_opc.flower import InProcessGrid, discover_nodes, ensure_task_identity, message
 from fed_opc.models import new_model
 from strategies.run import simulate
 from tests.helpers import tiny_scenario
@@ -38,6 +38,7 @@ def test_client_app_handlers_directly():
     rep = _call(app, message(content, 99, "train"), ctx)
     m = rep.content["metrics"]
     assert m["num-examples"] == len(sd.partitions[2]) == 80 and m["samples"] == 80  # epochs: 1.0 in the message
+    assert m["partition-id"] == 2  # every reply is stamped with its sender's partition, which the server checks
     assert set(rep.content["arrays"].keys()) == set(arrays.keys())
     ev = _call(app, message(RecordDict({"arrays": rep.content["arrays"]}), 99, "evaluate"), ctx)
     assert 0.0 <= ev.content["metrics"]["eval_acc"] <= 1.0
@@ -156,3 +157,33 @@ def test_parallel_in_process_clients_give_the_sequential_results(tmp_path, monke
         a, b = one.states[m], three.states[m]
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(one.pretrained_state[k], three.pretrained_state[k]) for k in one.pretrained_state)
+
+
+def _counting_grid(n: int) -> tuple[InProcessGrid, list[int]]:
+    """An in-process grid of ``n`` nodes whose ClientApp records the node id of every ``query.whoami`` it answers."""
+    app = make_client_app(tiny_scenario(**{"data.num_clients": n}))
+    asked: list[int] = []
+
+    def counting(msg: Message, ctx: Context) -> Message:
+        if msg.metadata.message_type == "query.whoami":
+            asked.append(ctx.node_id)
+        return app(msg, ctx)
+
+    return InProcessGrid(counting, n), asked
+
+
+def test_node_map_from_the_registration_order_asks_eight_nodes():
+    grid, asked = _counting_grid(20)
+    node_of = discover_nodes(grid, 20, timeout=10)
+    assert node_of == {int(c.node_config["partition-id"]): nid for nid, c in grid._contexts.items()}
+    assert len(asked) == 8 and asked[0] == node_of[0] and asked[-1] == node_of[19]
+
+
+def test_node_map_falls_back_to_asking_every_node_when_the_order_is_not_the_partition_order(caplog):
+    grid, asked = _counting_grid(20)
+    # an engine that registered its nodes in another order than their partition ids
+    grid._contexts = dict(reversed(list(grid._contexts.items())))
+    node_of = discover_nodes(grid, 20, timeout=10)
+    assert node_of == {int(c.node_config["partition-id"]): nid for nid, c in grid._contexts.items()}
+    assert len(asked) == 8 + 20
+    assert "registration order is not the partition order" in caplog.text

@@ -11,7 +11,13 @@ from strategies.fedavg import SeededFedAvg, sample_clients
 NODE_OF = {0: 1111, 1: 2222, 2: 3333, 3: 4444}
 
 
-def _reply_to(dst: int, arrays: dict | None, n: int, samples: int = 10, error: str | None = None) -> Message:
+PID_OF = {n: p for p, n in NODE_OF.items()}
+
+
+def _reply_to(
+    dst: int, arrays: dict | None, n: int, samples: int = 10, error: str | None = None, sender: int | None = None
+) -> Message:
+    """A reply from node ``dst``, stamped with its partition id as the ClientApp stamps it (``sender`` overrides)."""
     ensure_task_identity()
     instr = message(RecordDict(), dst, "train")
     instr.metadata.__dict__["_message_id"] = f"m{dst}"
@@ -20,9 +26,13 @@ def _reply_to(dst: int, arrays: dict | None, n: int, samples: int = 10, error: s
     content = RecordDict(
         {
             "arrays": ArrayRecord({k: torch.tensor(v, dtype=torch.float32) for k, v in arrays.items()}),
-            "metrics": MetricRecord({"num-examples": n, "train_loss": 1.0, "samples": samples}),
+            "metrics": MetricRecord(
+                {"num-examples": n, "train_loss": 1.0, "samples": samples, "partition-id": PID_OF.get(dst, -1)}
+            ),
         }
     )
+    if sender is not None:
+        content["metrics"]["partition-id"] = sender
     return Message(content, reply_to=instr)
 
 
@@ -38,16 +48,28 @@ def test_weighted_average_of_two_replies():
     )
     assert np.allclose(arrays["w"].numpy(), [2.5, 4.0])
     assert s.cost.client_samples == 20 and s.cost.bytes_up == 16
+    assert "partition-id" not in metrics  # the sender's stamp is checked and removed, never averaged
+
+
+def test_a_reply_from_another_partition_than_the_map_says_stops_the_round():
+    s = _strategy()
+    s.sampled[1] = [0, 1]
+    replies = [_reply_to(1111, {"w": [1.0]}, 1), _reply_to(2222, {"w": [3.0]}, 3, sender=3)]
+    with pytest.raises(EngineError, match="node 2222 answered as partition 3, the node map says 1"):
+        s.aggregate_train(1, replies)
 
 
 def test_aggregation_order_does_not_depend_on_reply_order():
     rng = np.random.default_rng(0)
     vals = {nid: rng.normal(size=50).astype(np.float32) for nid in NODE_OF.values()}
-    replies = [_reply_to(nid, {"w": v}, int(10 + i)) for i, (nid, v) in enumerate(vals.items())]
+
+    def replies():  # fresh each time: the server removes the sender's stamp from a reply it checked
+        return [_reply_to(nid, {"w": v}, int(10 + i)) for i, (nid, v) in enumerate(vals.items())]
+
     s1, s2 = _strategy(), _strategy()
     s1.sampled[1] = s2.sampled[1] = [0, 1, 2, 3]
-    a1, _ = s1.aggregate_train(1, replies)
-    a2, _ = s2.aggregate_train(1, list(reversed(replies)))
+    a1, _ = s1.aggregate_train(1, replies())
+    a2, _ = s2.aggregate_train(1, list(reversed(replies())))
     assert np.array_equal(a1["w"].numpy(), a2["w"].numpy())
 
 
