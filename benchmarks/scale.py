@@ -122,10 +122,16 @@ def run_size(n: int, backend: str, workdir: Path) -> dict:
 
 def node_map_seconds(log: str) -> dict[str, float]:
     """The run's own split of the registration (``fed_opc.flower.discover_nodes``'s log line): seconds until every
-    node was up (``nodes_up_s``) and for the ``query.whoami`` round that maps them to partitions (``node_map_s``).
+    node was up (``nodes_up_s``) and for the map to partitions (``node_map_s``: a ``query.whoami`` round to every node,
+    or the engine's registration order checked on a few nodes; ``node_map`` says which).
     """
-    m = re.search(r"nodes up \((\d+\.\d) s\); node map by one query\.whoami round \((\d+\.\d) s\)", log)
-    return {"nodes_up_s": float(m.group(1)), "node_map_s": float(m.group(2))} if m else {}
+    m = re.search(
+        r"nodes up \((\d+\.\d) s\); node map (by one query\.whoami round|from the engine's).*?\((\d+\.\d) s\)", log
+    )
+    if not m:
+        return {}
+    how = "whoami round" if m.group(2).startswith("by") else "registration order, spot-checked"
+    return {"nodes_up_s": float(m.group(1)), "node_map_s": float(m.group(3)), "node_map": how}
 
 
 def registered_after(log: str, started: float) -> float | None:
