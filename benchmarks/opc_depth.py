@@ -12,7 +12,8 @@ nothing), ``bn`` (``batch``: retain and forget in one train-mode pass, the defau
 eval mode, so the model trained is the model evaluated), ``layer``, ``squared``, ``lr`` (SGD step, default OPC's
 0.01), ``head`` (``frozen``: the linear head keeps the original weights, so the head cannot grow to make up for
 features shrunk everywhere) and ``stop`` (end once the forget / retain feature-norm ratio, measured in eval mode on 256 + 256 samples every 25
-steps, is at most this).
+steps, is at most this) and ``spread`` (adds this times the forget features' mean distance to their batch mean,
+divided by their mean norm: the forget batch's relative spread, which a shrinking norm alone leaves intact).
 
 Example (the paper protocol's run directory after pretraining)::
 
@@ -58,6 +59,7 @@ class Variant:
     stop: float = 0.0
     lr: float = 0.01
     head: str = "trained"
+    spread: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> Variant:
@@ -65,7 +67,7 @@ class Variant:
         kw: dict[str, object] = {}
         for item in ",".join(rest).split(",") if rest else []:
             k, v = item.split("=")
-            kw[k] = v == "true" if k == "squared" else float(v) if k in ("stop", "lr") else v
+            kw[k] = v == "true" if k == "squared" else float(v) if k in ("stop", "lr", "spread") else v
         return cls(float(lam), float(ep), **kw)
 
     def label(self) -> str:
@@ -75,6 +77,7 @@ class Variant:
             + (f", stop at ratio {self.stop:g}" if self.stop else "")
             + (f", lr {self.lr:g}" if self.lr != 0.01 else "")
             + (", head frozen" if self.head == "frozen" else "")
+            + (f", spread {self.spread:g}" if self.spread else "")
         )
 
 
@@ -86,6 +89,12 @@ def variant_loss(v: Variant):
         if v.contraction == "relative":
             ref = h[:n_r].norm(dim=1).mean()
             term = term / (ref**2 if v.squared else ref).clamp_min(1e-6)
+        if v.spread:
+            # the forget features' spread around their batch mean, relative to their size: what is left of their
+            # geometry once they are small, and what an affine read-out (fm, hr) could rescale
+            hf = h[n_r:]
+            spread = (hf - hf.mean(0, keepdim=True)).norm(dim=1).mean() / hf.norm(dim=1).mean().clamp_min(1e-3)
+            term = term + v.spread * spread
         return F.cross_entropy(logits[:n_r], batch["y"]) + v.lambda_ * term
 
     return loss
