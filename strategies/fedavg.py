@@ -157,9 +157,7 @@ class SeededFedAvg(FedAvg):
     def _sorted_valid(self, server_round: int, replies: Iterable[Message], expected: Sequence[int]) -> list[Message]:
         replies = list(replies)
         ok = [r for r in replies if not r.has_error()]
-        for r in ok:
-            check_sender(r, self.pid_of)
-        answered = {self.pid_of.get(r.metadata.src_node_id) for r in ok}
+        answered = {check_sender(r, self.pid_of) for r in ok}
         failed = [p for p in expected if p not in answered]
         rnd = self.absolute_round(server_round)
         for r in replies:

@@ -27,12 +27,15 @@ def _reply_to(
         {
             "arrays": ArrayRecord({k: torch.tensor(v, dtype=torch.float32) for k, v in arrays.items()}),
             "metrics": MetricRecord(
-                {"num-examples": n, "train_loss": 1.0, "samples": samples, "partition-id": PID_OF.get(dst, -1)}
+                {
+                    "num-examples": n,
+                    "train_loss": 1.0,
+                    "samples": samples,
+                    "partition-id": PID_OF.get(dst, -1) if sender is None else sender,
+                }
             ),
         }
     )
-    if sender is not None:
-        content["metrics"]["partition-id"] = sender
     return Message(content, reply_to=instr)
 
 
