@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ class FedContext:
     update_history: dict[int, dict[int, dict[str, torch.Tensor]]] | None = None  # fed_eraser: round -> pid -> update
     availability: Availability | None = None  # who is online per round (None: everybody, always)
     clock: EdgeClock | None = None  # this world's simulated clock (device profiles)
+
+    @cached_property
+    def pid_of(self) -> dict[int, int]:
+        """Flower node id -> partition id: ``node_of`` inverted once, for reading who sent a reply."""
+        return {n: p for p, n in self.node_of.items()}
 
     def online(self, rnd: int, pids: Sequence[int]) -> list[int]:
         """The clients of ``pids`` that are online in round ``rnd``."""

@@ -71,7 +71,7 @@ def exchange(
     """
     msgs = [message(content, ctx.node_of[p], kind, group_id=group) for p in pids]
     replies = ctx.grid.send_and_receive(msgs, timeout=ctx.sc.federation.round_timeout_s)
-    pid_of = {n: p for p, n in ctx.node_of.items()}
+    pid_of = ctx.pid_of
     down = sum(record_bytes(rec) for rec in content.array_records.values())
     meter = {"bytes_down": down * len(pids), "messages": len(pids), "bytes_up": 0, "client_samples": 0}
     ok = []

@@ -159,8 +159,9 @@ def fedavg_opc(ctx: FedContext, requests: Sequence[ForgetSplit], cfg: FedOPCConf
                 message(RecordDict({"arrays": arrays, "config": ConfigRecord(config)}), ctx.node_of[p], "train")
             )
         replies = ctx.grid.send_and_receive(msgs, timeout=fed.round_timeout_s)
-        pid_of = {n: p for p, n in ctx.node_of.items()}
-        ok = sorted(((check_sender(r, pid_of), r.content) for r in replies if not r.has_error()), key=lambda x: x[0])
+        ok = sorted(
+            ((check_sender(r, ctx.pid_of), r.content) for r in replies if not r.has_error()), key=lambda x: x[0]
+        )
         meter = {
             "bytes_down": down * len(pids),
             "messages": len(pids),
