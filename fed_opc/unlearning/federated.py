@@ -129,10 +129,16 @@ class FedFinetuneConfig:
 
 @dataclass(frozen=True)
 class FedEraserConfig:
-    """``unlearning.fed_eraser``: store updates every ``interval`` rounds; calibrate with this share of local epochs."""
+    """``unlearning.fed_eraser``: store updates every ``interval`` rounds; calibrate with this share of local epochs.
+
+    ``calibration`` is what keeps the stored step length: ``model`` (one length for the whole aggregated update) or
+    ``layer`` (one per parameter tensor of the aggregated update, as FedEraser's reference code does); see
+    docs/federated.md, "FedEraser's calibration, measured".
+    """
 
     interval: int = field(default=2, metadata=bounds(ge=1))
     calibration_ratio: float = field(default=0.5, metadata=bounds(gt=0, le=1))
+    calibration: Literal["model", "layer"] = "model"
 
 
 @dataclass(frozen=True)
