@@ -67,7 +67,7 @@ def derived_scenario(base: dict, method: str, keys: dict, label: str, overrides:
     if keys:
         un[method] = dict(un.get(method) or {}) | keys
     sc["attacks"] = {"recovery": list(READ_OUTS), "k_shot": (base.get("attacks") or {}).get("k_shot", 10)}
-    sc["federation"] = dict(sc.get("federation") or {}) | {"backend": "inprocess"}
+    set_path(sc, "federation.backend", "inprocess")
     name = f"{sc.get('name', 'scenario')}_{label}"
     # a scenario name has at most 64 characters: a long one keeps its start and a hash of the whole
     sc["name"] = name if len(name) <= 64 else f"{name[:55]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"

@@ -96,7 +96,7 @@ def calibrate(
 
     if how == "model":
         s = scale(params)
-        return {k: (new[k] * s if k in params else new[k]) for k in new}
+        return {k: (new[k] if k in buffers else new[k] * s) for k in new}
     if how == "layer":
-        return {k: (new[k] * scale([k]) if k in params else new[k]) for k in new}
+        return {k: (new[k] if k in buffers else new[k] * scale([k])) for k in new}
     raise ValueError(f"fed_eraser: unknown calibration {how!r} (valid: layer, model)")
